@@ -1,0 +1,3 @@
+"""distillers: knowledge distillation for image classification (RepDistiller-compatible)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,135 @@
+"""The Method contract: what a distillation method declares, owns and computes.
+
+A method is one file with one ``Method`` subclass registered in ``METHODS``. The engine never names a
+method: it asks the class what it consumes (pre-activation features, sample indices, contrastive indices),
+which modules it trains (``main_parameters``), whether it has an initialisation stage, and what state it
+checkpoints (ordinary module buffers). The training objective is assembled by ``distillers.objective``:
+``gamma * CE + alpha * KL_T + beta * method(step)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from distillers.errors import UserError
+from distillers.models.base import feature_shapes
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The seed's ``-r -a -b``: weights of cross-entropy, KL(T) and the method's own loss."""
+
+    gamma: float = 1.0
+    alpha: float = 0.0
+    beta: float = 0.0
+
+
+@dataclass
+class MethodOptions:
+    """Hyper-parameters shared by several methods, with the seed's defaults and flag names."""
+
+    kd_T: float = 4.0  # KD temperature (--kd_T)
+    feat_dim: int = 128  # embedding size of CRD/CC/ICD/RRD heads (--feat_dim)
+    nce_k: int = 16384  # CRD negatives / RRD queue length (--nce_k)
+    nce_t: float = 0.07  # CRD temperature (--nce_t)
+    nce_m: float = 0.5  # CRD memory momentum (--nce_m)
+    mode: str = "exact"  # CRD sampling mode: exact | relax (--mode)
+    nce_t_s: float = 0.04  # RRD student temperature
+    nce_t_t: float = 0.1  # RRD teacher temperature
+    hint_layer: int = 2  # FitNet feature index (--hint_layer)
+    init_epochs: int = 30  # initialisation stage of AB/FT/FSP (--init_epochs)
+    extra: dict[str, Any] = field(default_factory=dict)  # method-specific overrides (--method-opt KEY=VALUE)
+
+
+@dataclass
+class Pair:
+    """The teacher/student pair (and data facts) a method is built for."""
+
+    student: nn.Module
+    teacher: nn.Module
+    student_name: str
+    teacher_name: str
+    num_classes: int = 100
+    num_data: int = 50000  # training-set size (CRD memory bank rows)
+    input_size: int = 32
+    options: MethodOptions = field(default_factory=MethodOptions)
+
+    @property
+    def student_shapes(self) -> list[tuple[int, ...]]:
+        return feature_shapes(self.student, self.input_size)
+
+    @property
+    def teacher_shapes(self) -> list[tuple[int, ...]]:
+        return feature_shapes(self.teacher, self.input_size)
+
+
+@dataclass
+class Step:
+    """What one training step exposes to a method. Teacher tensors are detached."""
+
+    feats_s: list[Tensor]
+    feats_t: list[Tensor]
+    logits_s: Tensor
+    logits_t: Tensor
+    target: Tensor
+    index: Tensor | None = None  # sample indices (CRD memory)
+    contrast_index: Tensor | None = None  # CRD positive + negatives, (B, K+1)
+    epoch: int = 1  # 1-based training epoch (warm-ups)
+    extra: dict[str, Tensor] = field(default_factory=dict)  # e.g. a second augmented view's logits
+
+
+class Method(nn.Module):
+    """Base class of a distillation method; subclasses override what they need."""
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    weights: ClassVar[Weights] = Weights()  # defaults from the seed's run script
+    weights_note: ClassVar[str] = ""  # where the default weights come from, when not obvious
+    preact: ClassVar[bool] = False  # consume pre-activation features (student and teacher)
+    needs_index: ClassVar[bool] = False  # needs the sample index of every image
+    needs_contrast: ClassVar[bool] = False  # needs CRD contrastive indices
+    init_stage: ClassVar[bool] = False  # has an initialisation stage (AB, FT, FSP)
+
+    @classmethod
+    def build(cls, pair: Pair) -> "Method":
+        """Construct the method for a pair; raise UserError before training when the pair is unsupported."""
+        return cls()
+
+    def forward(self, step: Step) -> Tensor | dict[str, Tensor]:
+        """The method's loss (before ``beta``); a dict names several terms, which are summed."""
+        raise NotImplementedError
+
+    def main_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters the main optimiser trains besides the student's."""
+        return self.parameters()
+
+    # Two-stage methods (AB, FT, FSP) override the three below.
+    def init_loss(self, step: Step) -> Tensor:
+        raise NotImplementedError(f"{self.name} has no initialisation stage")
+
+    def init_modules(self, student: nn.Module) -> list[nn.Module]:
+        """Modules trained (and put in train mode) during the initialisation stage."""
+        raise NotImplementedError(f"{self.name} has no initialisation stage")
+
+    def end_init_stage(self) -> None:
+        """Called once after the initialisation stage (freeze or switch modes of init-only modules)."""
+
+    def teacher_mode(self) -> bool:
+        """Whether the teacher is in train mode during distillation (False for all but OFD's quirk)."""
+        return False
+
+
+def unsupported(method: str, pair: Pair, why: str) -> UserError:
+    """The one-line error for a method that cannot apply to a pair (said before any training)."""
+    return UserError(f"method {method!r} does not support {pair.teacher_name} -> {pair.student_name}: {why}")
+
+
+def kd_loss(logits_s: Tensor, logits_t: Tensor, T: float) -> Tensor:
+    """Hinton's KD: ``T^2 * KL(softmax(z_t/T) || softmax(z_s/T))`` summed over classes, averaged over the batch."""
+    log_q = torch.log_softmax(logits_s / T, dim=1)
+    p = torch.softmax(logits_t / T, dim=1)
+    return torch.nn.functional.kl_div(log_q, p, reduction="sum") * T**2 / logits_s.shape[0]

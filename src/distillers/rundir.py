@@ -1,0 +1,71 @@
+"""The run directory: the unit users look at (DESIGN.md "Run directory").
+
+``<out>/<run-name>/`` holds ``config.json`` (everything needed to rerun), ``metrics.jsonl`` (one JSON object per
+epoch), ``summary.json`` (final numbers and status), ``last.pt`` / ``best.pt`` / ``ckpt_epoch_N.pt`` and
+``tensorboard/``. Reports and sweeps read only these files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def _number(value: float) -> str:
+    """Compact, stable text for a weight in a run name (0.9 -> '0.9', 1.0 -> '1')."""
+    return f"{value:g}"
+
+
+def distill_run_name(student: str, teacher: str, dataset: str, method: str, gamma: float, alpha: float,
+                     beta: float, trial: int | str) -> str:
+    """The seed's run name (``S:{s}_T:{t}_{dataset}_{method}_r:{r}_a:{a}_b:{b}_{trial}``) without colons."""
+    return (f"S-{student}_T-{teacher}_{dataset}_{method}_r-{_number(gamma)}_a-{_number(alpha)}"
+            f"_b-{_number(beta)}_trial-{trial}")
+
+
+def teacher_run_name(model: str, dataset: str, trial: int | str) -> str:
+    """The seed's teacher folder name ``{model}_{dataset}_lr_..._trial_{trial}``, simplified."""
+    return f"{model}_{dataset}_vanilla_trial-{trial}"
+
+
+def transfer_run_name(model: str, source: str, dataset: str, trial: int | str) -> str:
+    return f"transfer_{model}_{source}_to_{dataset}_trial-{trial}"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run (empty when it has none yet)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
