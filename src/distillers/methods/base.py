@@ -93,6 +93,7 @@ class Method(nn.Module):
     needs_index: ClassVar[bool] = False  # needs the sample index of every image
     needs_contrast: ClassVar[bool] = False  # needs CRD contrastive indices
     init_stage: ClassVar[bool] = False  # has an initialisation stage (AB, FT, FSP)
+    protocol: ClassVar[str] = "crd"  # training protocol of the published numbers (reports flag other ones)
 
     @classmethod
     def build(cls, pair: Pair) -> "Method":
@@ -107,7 +108,14 @@ class Method(nn.Module):
         """Parameters the main optimiser trains besides the student's."""
         return self.parameters()
 
-    # Two-stage methods (AB, FT, FSP) override the three below.
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise UserError when the method cannot run with this batch size (e.g. RRD's queue length)."""
+
+    # Two-stage methods (AB, FT, FSP) override the four below.
+    def init_lr(self, student_name: str, lr: float) -> float:
+        """Learning rate of the initialisation stage (the seed uses the main one, but for FT's quirk)."""
+        return lr
+
     def init_loss(self, step: Step) -> Tensor:
         raise NotImplementedError(f"{self.name} has no initialisation stage")
 

@@ -1,0 +1,273 @@
+"""The ``distillers`` command line: subcommands -> RunConfig -> task.
+
+Every error a user can cause ends in one line on stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Sequence
+
+from distillers.config import RunConfig
+from distillers.errors import UserError
+from distillers.methods.base import MethodOptions
+
+EPILOG_TEACHER = """examples:
+  distillers train-teacher --model resnet32x4 --dataset cifar100 --download
+  distillers train-teacher --model wrn_40_2 --epochs 240 --trial 2 --out runs/"""
+
+EPILOG_DISTILL = """examples:
+  distillers distill --teacher save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --student resnet8x4 --method crd
+  distillers distill --teacher T.pth --student resnet8x4 --method icd -a 1 -b 1      (ICD+KD)
+  distillers distill --teacher T.pth --student resnet8x4 --method kd -r 0.1 -a 0.9 -b 0
+
+The objective is  r * CE + a * KL(T=--kd-T) + b * method.  Without -r/-a/-b the seed's run-script weights for
+the method are used (see `distillers list methods`); kdsvd has none in the seed, so 1 is used unless -b is given."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def epoch_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs such as 150,180,210, got {text!r}") \
+            from None
+    return values
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    for convert in (int, float):
+        try:
+            return key, convert(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags every training task shares (the seed's defaults)."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="cifar100", help="dataset name (see `distillers list datasets`)")
+    data.add_argument("--data-dir", default="./data", help="where datasets live (downloaded there with --download)")
+    data.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    data.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    optim = parser.add_argument_group("optimisation (seed defaults)")
+    optim.add_argument("--epochs", type=positive_int, default=240, help="training epochs")
+    optim.add_argument("--batch-size", type=positive_int, default=64, help="batch size")
+    optim.add_argument("--lr", type=positive_float, default=None,
+                       help="learning rate (default 0.05; 0.01 for MobileNetV2/ShuffleV1/ShuffleV2)")
+    optim.add_argument("--lr-decay-epochs", type=epoch_list, default=(150, 180, 210),
+                       help="epochs after which the lr is multiplied by --lr-decay-rate")
+    optim.add_argument("--lr-decay-rate", type=positive_float, default=0.1, help="lr decay factor")
+    optim.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", default="./runs", help="parent folder of run directories")
+    run.add_argument("--name", default=None, help="run-directory name (default: derived from the settings)")
+    run.add_argument("--trial", default="1", help="experiment id to tell repeated runs apart")
+    run.add_argument("--seed", type=int, default=0, help="random seed")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--resume", action="store_true", help="continue the run in its directory from last.pt")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    run.add_argument("--save-freq", type=int, default=40, help="also keep ckpt_epoch_N.pt every N epochs")
+    run.add_argument("--max-steps-per-epoch", type=positive_int, default=None,
+                     help="cap the steps of each epoch (smoke tests)")
+
+
+def add_method_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = MethodOptions()
+    group = parser.add_argument_group("method hyper-parameters (seed defaults)")
+    group.add_argument("--kd-T", "--kd_T", dest="kd_T", type=positive_float, default=defaults.kd_T,
+                       help="KD temperature")
+    group.add_argument("--feat-dim", "--feat_dim", dest="feat_dim", type=positive_int, default=defaults.feat_dim,
+                       help="embedding size of the CRD/CC/ICD/RRD heads")
+    group.add_argument("--nce-k", "--nce_k", dest="nce_k", type=positive_int, default=defaults.nce_k,
+                       help="CRD negatives per sample / RRD queue length")
+    group.add_argument("--nce-t", "--nce_t", dest="nce_t", type=positive_float, default=defaults.nce_t,
+                       help="CRD temperature")
+    group.add_argument("--nce-m", "--nce_m", dest="nce_m", type=float, default=defaults.nce_m,
+                       help="CRD memory momentum")
+    group.add_argument("--mode", choices=["exact", "relax"], default=defaults.mode, help="CRD negative sampling")
+    group.add_argument("--nce-t-s", dest="nce_t_s", type=positive_float, default=defaults.nce_t_s,
+                       help="RRD student temperature")
+    group.add_argument("--nce-t-t", dest="nce_t_t", type=positive_float, default=defaults.nce_t_t,
+                       help="RRD teacher temperature")
+    group.add_argument("--hint-layer", "--hint_layer", dest="hint_layer", type=int, default=defaults.hint_layer,
+                       choices=[0, 1, 2, 3, 4], help="FitNet feature index")
+    group.add_argument("--init-epochs", "--init_epochs", dest="init_epochs", type=int, default=defaults.init_epochs,
+                       help="initialisation-stage epochs of AB/FT/FSP")
+    group.add_argument("--method-opt", dest="method_opt", type=key_value, action="append", default=[],
+                       metavar="KEY=VALUE", help="method-specific option, repeatable (e.g. beta=8 for dkd)")
+
+
+def run_config(args: argparse.Namespace, task: str) -> RunConfig:
+    """Turn parsed flags into the typed RunConfig saved with the run."""
+    cfg = RunConfig(task=task)
+    for key in ("dataset", "data_dir", "download", "workers", "epochs", "batch_size", "lr", "lr_decay_epochs",
+                "lr_decay_rate", "weight_decay", "momentum", "out", "name", "trial", "seed", "device", "resume",
+                "overwrite", "save_freq", "max_steps_per_epoch", "model", "student", "teacher", "method", "gamma",
+                "alpha", "beta"):
+        if hasattr(args, key):
+            setattr(cfg, key, getattr(args, key))
+    if hasattr(args, "teacher_path"):
+        cfg.teacher_path = args.teacher_path
+    if hasattr(args, "kd_T"):
+        cfg.method_options = MethodOptions(
+            kd_T=args.kd_T, feat_dim=args.feat_dim, nce_k=args.nce_k, nce_t=args.nce_t, nce_m=args.nce_m,
+            mode=args.mode, nce_t_s=args.nce_t_s, nce_t_t=args.nce_t_t, hint_layer=args.hint_layer,
+            init_epochs=args.init_epochs, extra=dict(args.method_opt))
+    return cfg
+
+
+# ---- subcommands ------------------------------------------------------------------------------------------
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    from distillers.tasks.teacher import train_teacher
+
+    train_teacher(run_config(args, "teacher"))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from distillers.tasks.distill import distill
+
+    distill(run_config(args, "distill"))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from distillers.tasks.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.ckpt, args.dataset, args.data_dir, args.model, args.batch_size, args.device,
+                                 args.workers, args.download)
+    print(f"{result['arch']} on {args.dataset}: top-1 {result['test_acc']:.2f}%  top-5 {result['test_acc_top5']:.2f}%"
+          f"  loss {result['test_loss']:.4f}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        from distillers.models import MODELS, default_lr
+
+        for name in MODELS.names():
+            print(f"{name:12s} lr {default_lr(name)}")
+    elif args.what == "methods":
+        from distillers.methods import METHODS
+
+        print(f"{'method':9s} {'seed name':12s} {'r':>5s} {'a':>5s} {'b':>7s}  paper")
+        for name in METHODS.names():
+            cls = METHODS.get(name)
+            aliases = ",".join(METHODS.aliases_of(name)) or "-"
+            w = cls.weights
+            note = f"  [{cls.weights_note}]" if cls.weights_note else ""
+            print(f"{name:9s} {aliases:12s} {w.gamma:5g} {w.alpha:5g} {w.beta:7g}  {cls.paper}{note}")
+    else:
+        from distillers.data import DATASETS
+
+        for name in DATASETS.names():
+            spec = DATASETS.get(name)
+            print(f"{name:13s} {getattr(spec, 'num_classes', '?')} classes  {getattr(spec, 'description', '')}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="distillers", formatter_class=formatter,
+        description="Knowledge distillation for image classification: train teachers, distil students with 16+ "
+                    "methods (KD, FitNet, AT, ..., CRD, ICD, RRD), transfer, and report the paper tables.",
+        epilog="Run `distillers <command> --help` for the flags of each command.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str, epilog: str = ""
+            ) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                                 formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=110))
+        command.set_defaults(handler=handler)
+        return command
+
+    teacher = add("train-teacher", cmd_train_teacher, "train a model from scratch (a teacher, or a student baseline)",
+                  EPILOG_TEACHER)
+    teacher.add_argument("--model", required=True, help="architecture (see `distillers list models`)")
+    add_run_flags(teacher)
+
+    dist = add("distill", cmd_distill, "distil a student from a trained teacher", EPILOG_DISTILL)
+    dist.add_argument("--teacher", "--path-t", "--path_t", dest="teacher_path", required=True,
+                      help="teacher checkpoint (ours or RepDistiller's ckpt_epoch_240.pth)")
+    dist.add_argument("--teacher-arch", dest="teacher", default=None,
+                      help="teacher architecture when the checkpoint does not record it")
+    dist.add_argument("--student", "--model-s", "--model_s", dest="student", required=True,
+                      help="student architecture")
+    dist.add_argument("--method", "--distill", dest="method", required=True,
+                      help="distillation method (our name or the seed's, see `distillers list methods`)")
+    dist.add_argument("-r", "--gamma", dest="gamma", type=float, default=None, help="weight of cross-entropy")
+    dist.add_argument("-a", "--alpha", dest="alpha", type=float, default=None, help="weight of KL(T) (KD)")
+    dist.add_argument("-b", "--beta", dest="beta", type=float, default=None, help="weight of the method's loss")
+    add_run_flags(dist)
+    add_method_flags(dist)
+
+    evaluate = add("eval", cmd_eval, "evaluate a checkpoint: top-1/top-5 on the test split",
+                   "example:\n  distillers eval --ckpt save/models/resnet32x4_vanilla/ckpt_epoch_240.pth")
+    evaluate.add_argument("--ckpt", required=True, help="checkpoint file")
+    evaluate.add_argument("--model", default=None, help="architecture (default: recorded or from the folder name)")
+    evaluate.add_argument("--dataset", default="cifar100")
+    evaluate.add_argument("--data-dir", default="./data")
+    evaluate.add_argument("--download", action="store_true")
+    evaluate.add_argument("--batch-size", type=positive_int, default=128)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--workers", type=int, default=2)
+
+    listing = add("list", cmd_list, "list registered models, methods or datasets")
+    listing.add_argument("what", choices=["models", "methods", "datasets"])
+    for extra in EXTRA_COMMANDS:
+        extra(add)
+    return parser
+
+
+# Later subcommands register themselves here: each is f(add) -> None (see the modules that append to it).
+EXTRA_COMMANDS: list[Callable[[Callable[..., argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"distillers: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("distillers: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

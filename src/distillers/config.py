@@ -1,0 +1,81 @@
+"""Typed run configuration with the seed's defaults; saved as ``config.json`` in every run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillers.errors import UserError
+from distillers.methods.base import MethodOptions
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rerun a task. ``None`` means "the seed's default for this model/method"."""
+
+    task: str = "teacher"  # teacher | distill | transfer
+    dataset: str = "cifar100"
+    data_dir: str = "./data"
+    download: bool = False
+    out: str = "./runs"
+    name: str | None = None  # run-directory name; derived from the settings when None
+    trial: int | str = 1
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 2
+    # Optimisation (RepDistiller train_teacher.py / train_student.py defaults).
+    epochs: int = 240
+    batch_size: int = 64
+    lr: float | None = None  # 0.05, or 0.01 for MobileNetV2/ShuffleV1/ShuffleV2
+    lr_decay_epochs: tuple[int, ...] = (150, 180, 210)
+    lr_decay_rate: float = 0.1
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    # Models.
+    model: str | None = None  # teacher task: the architecture to train; transfer: the student's
+    student: str | None = None
+    teacher_path: str | None = None
+    teacher: str | None = None  # teacher architecture (read from the checkpoint when None)
+    student_path: str | None = None  # transfer: the distilled student checkpoint
+    # Distillation objective gamma * CE + alpha * KL(T) + beta * method.
+    method: str | None = None
+    gamma: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    method_options: MethodOptions = field(default_factory=MethodOptions)
+    # Run control.
+    resume: bool = False
+    overwrite: bool = False
+    save_freq: int = 40  # periodic ckpt_epoch_N.pt, as the seed
+    amp: str = "auto"  # auto | on | off  (bf16 autocast on CUDA)
+    max_steps_per_epoch: int | None = None  # for smoke tests and benchmarks
+
+    def validate(self) -> None:
+        """Refuse values that cannot work before any expensive step."""
+        for label, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
+            if not isinstance(value, int) or value <= 0:
+                raise UserError(f"{label} must be a positive integer, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.momentum < 0:
+            raise UserError("--weight-decay and --momentum must be >= 0")
+        if self.workers < 0:
+            raise UserError(f"--workers must be >= 0, got {self.workers}")
+        if any(e <= 0 for e in self.lr_decay_epochs):
+            raise UserError(f"--lr-decay-epochs must be positive epochs, got {list(self.lr_decay_epochs)}")
+        if self.method_options.init_epochs < 0:
+            raise UserError(f"--init-epochs must be >= 0, got {self.method_options.init_epochs}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("method_options"), dict):
+            values["method_options"] = MethodOptions(**values["method_options"])
+        if "lr_decay_epochs" in values:
+            values["lr_decay_epochs"] = tuple(values["lr_decay_epochs"])
+        return cls(**values)

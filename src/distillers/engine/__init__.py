@@ -1,0 +1,1 @@
+"""The one training/evaluation loop, checkpoints and run logging."""

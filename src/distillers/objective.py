@@ -1,0 +1,104 @@
+"""Training objectives: what the engine minimises for each task.
+
+Each objective's ``forward(batch)`` returns ``(logits, terms)`` with already-weighted loss terms; the engine
+sums them and logs each by name, so TensorBoard shows which term does what.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from distillers.methods.base import Method, Step, Weights, kd_loss
+
+
+def features(model: nn.Module, images: Tensor, preact: bool) -> tuple[list[Tensor], Tensor]:
+    """RepDistiller's ``model(x, is_feat=True, preact=...)`` as ``(feats, logits)`` (ResNet50 returns a list)."""
+    feats, logits = model(images, is_feat=True, preact=preact)
+    return list(feats), logits
+
+
+class Supervised(nn.Module):
+    """Plain cross-entropy training (teacher training, linear probes)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self.model(batch["image"])
+        return logits, {"ce": F.cross_entropy(logits, batch["target"])}
+
+
+class Distillation(nn.Module):
+    """``gamma * CE + alpha * KL_T + beta * method``; the teacher is frozen and (but for OFD) in eval mode."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, method: Method, weights: Weights,
+                 kd_T: float = 4.0) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.method = method
+        self.weights = weights
+        self.kd_T = kd_T
+        self.epoch = 1  # 1-based, set by the engine each epoch (warm-ups of DKD, ReviewKD)
+        for parameter in self.teacher.parameters():
+            parameter.requires_grad_(False)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def train(self, mode: bool = True) -> "Distillation":
+        super().train(mode)
+        self.teacher.train(mode and self.method.teacher_mode())
+        return self
+
+    def step(self, batch: dict[str, Tensor]) -> Step:
+        """Run teacher (no grad) and student and package what methods consume."""
+        images = batch["image"]
+        with torch.no_grad():
+            feats_t, logits_t = features(self.teacher, images, self.method.preact)
+            feats_t = [f.detach() for f in feats_t]
+        feats_s, logits_s = features(self.student, images, self.method.preact)
+        extra = {k: v for k, v in batch.items() if k not in ("image", "target", "index", "contrast_index")}
+        return Step(feats_s=feats_s, feats_t=feats_t, logits_s=logits_s, logits_t=logits_t.detach(),
+                    target=batch["target"], index=batch.get("index"), contrast_index=batch.get("contrast_index"),
+                    epoch=self.epoch, extra=extra)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        step = self.step(batch)
+        w = self.weights
+        terms: dict[str, Tensor] = {}
+        if w.gamma:
+            terms["ce"] = w.gamma * F.cross_entropy(step.logits_s, step.target)
+        if w.alpha:
+            terms["kl"] = w.alpha * kd_loss(step.logits_s, step.logits_t, self.kd_T)
+        if w.beta:
+            value = self.method(step)
+            parts = value if isinstance(value, dict) else {self.method.name: value}
+            for name, part in parts.items():
+                terms[name] = w.beta * part.reshape(())
+        return step.logits_s, terms
+
+
+class InitStage(nn.Module):
+    """The initialisation stage of AB/FT/FSP: the method's init loss alone, weight 1 (RepDistiller pretrain.py).
+
+    Teacher and student are in eval mode; only the modules the method trains in this stage are in train mode.
+    """
+
+    def __init__(self, distillation: Distillation) -> None:
+        super().__init__()
+        self.distillation = distillation
+        self.trained = nn.ModuleList(distillation.method.init_modules(distillation.student))
+
+    def train(self, mode: bool = True) -> "InitStage":
+        super().train(False)
+        for module in self.trained:
+            module.train(mode)
+        return self
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        step = self.distillation.step(batch)
+        return step.logits_s, {"init": self.distillation.method.init_loss(step).reshape(())}

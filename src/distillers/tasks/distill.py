@@ -1,0 +1,114 @@
+"""Distil a student from a frozen teacher with any registered method (the seed's train_student.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distillers.config import RunConfig
+from distillers.engine.trainer import StepSchedule, Trainer, evaluate, set_rng_state
+from distillers.errors import UserError
+from distillers.methods import METHODS, Pair, Weights
+from distillers.models import MODELS, create_model, default_lr
+from distillers.objective import Distillation, InitStage
+from distillers.rundir import distill_run_name
+from distillers.tasks.common import (finish_line, make_loader, print_line, progress_from, run_guarded, sgd,
+                                     stage_result, start)
+from distillers.tasks.evaluate import load_model
+
+
+def resolve_weights(cfg: RunConfig, default: Weights) -> Weights:
+    """``-r/-a/-b`` as given, else the seed's run-script values for the method."""
+    weights = Weights(gamma=default.gamma if cfg.gamma is None else cfg.gamma,
+                      alpha=default.alpha if cfg.alpha is None else cfg.alpha,
+                      beta=default.beta if cfg.beta is None else cfg.beta)
+    if min(weights.gamma, weights.alpha, weights.beta) < 0:
+        raise UserError(f"-r/-a/-b must be >= 0, got r {weights.gamma} a {weights.alpha} b {weights.beta}")
+    if weights.gamma == weights.alpha == weights.beta == 0:
+        raise UserError("-r, -a and -b are all 0: the objective would be empty; give at least one a positive weight")
+    return weights
+
+
+def sample_mode(method_cls: type) -> str:
+    if method_cls.needs_contrast:
+        return "contrast"
+    return "index" if method_cls.needs_index else "plain"
+
+
+def distill(cfg: RunConfig) -> dict[str, Any]:
+    from distillers.data import load_datasets
+
+    for flag, value in (("--teacher", cfg.teacher_path), ("--student", cfg.student), ("--method", cfg.method)):
+        if not value:
+            raise UserError(f"{flag} is required")
+    cfg.validate()
+    method_cls = METHODS.get(cfg.method)
+    method_name = method_cls.name
+    student_name = MODELS.canonical(cfg.student)
+    weights = resolve_weights(cfg, method_cls.weights)
+    options = cfg.method_options
+    train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download,
+                                              sample=sample_mode(method_cls), nce_k=options.nce_k, mode=options.mode)
+    # Everything that can be wrong is checked here, before the run directory exists or any training starts.
+    teacher, teacher_name, _ = load_model(cfg.teacher_path, cfg.teacher, info.num_classes)
+    student = create_model(student_name, info.num_classes)
+    pair = Pair(student=student, teacher=teacher, student_name=student_name, teacher_name=teacher_name,
+                num_classes=info.num_classes, num_data=info.num_train, input_size=info.input_size, options=options)
+    method = method_cls.build(pair)
+    method.check_batch_size(cfg.batch_size)
+    lr = cfg.lr or default_lr(student_name)
+    name = cfg.name or distill_run_name(student_name, teacher_name, cfg.dataset, method_name, weights.gamma,
+                                        weights.alpha, weights.beta, cfg.trial)
+    launch = start(cfg, name, {"task": "distill", "student": student_name, "teacher": teacher_name,
+                               "method": method_name, "weights": vars(weights), "lr": lr,
+                               "num_classes": info.num_classes, "protocol": getattr(method, "protocol", "crd")})
+    device, logger, resume = launch.device, launch.logger, launch.resume
+    objective = Distillation(student, teacher, method, weights, options.kd_T).to(device)
+    train_loader = make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device)
+    test_loader = make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device)
+
+    def payload() -> dict[str, Any]:
+        state = {"model": student.state_dict(), "arch": student_name, "num_classes": info.num_classes,
+                 "dataset": cfg.dataset, "teacher_arch": teacher_name, "method": method_name,
+                 "method_state": method.state_dict(), "config": cfg.to_dict()}
+        if method.teacher_mode():  # OFD trains the teacher's BN statistics: keep them for an exact resume
+            state["teacher_state"] = teacher.state_dict()
+        return state
+
+    if resume is not None:
+        student.load_state_dict(resume["model"])
+        method.load_state_dict(resume["method_state"])
+        if "teacher_state" in resume:
+            teacher.load_state_dict(resume["teacher_state"])
+        teacher_acc = logger.summary().get("teacher_acc")
+    else:
+        teacher_acc = evaluate(teacher, test_loader, device)["test_acc"]
+        logger.summary(teacher_acc=teacher_acc)
+        logger.info(f"teacher {teacher_name}: test top-1 {teacher_acc:.2f}%")
+    schedule = StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate)
+    common = dict(eval_model=student, train_loader=train_loader, test_loader=test_loader, device=device,
+                  logger=logger, checkpoint_payload=payload, seed=cfg.seed, max_steps=cfg.max_steps_per_epoch)
+
+    def body() -> dict[str, Any]:
+        resumed_stage = resume.get("stage", "main") if resume is not None else None
+        if method_cls.init_stage and options.init_epochs > 0 and resumed_stage != "main":
+            init = InitStage(objective)
+            init_lr = method.init_lr(student_name, lr)
+            optimizer = sgd(init.trained.parameters(), cfg, init_lr, device)
+            if resumed_stage == "init":
+                optimizer.load_state_dict(resume["optimizer"])
+                set_rng_state(resume["rng"])
+            Trainer(objective=init, optimizer=optimizer, schedule=StepSchedule(init_lr), stage="init",
+                    **common).fit(options.init_epochs, progress_from(resume, "init"))
+        if method_cls.init_stage:
+            method.end_init_stage()
+        optimizer = sgd(list(student.parameters()) + list(method.main_parameters()), cfg, lr, device)
+        if resumed_stage == "main":
+            optimizer.load_state_dict(resume["optimizer"])
+            set_rng_state(resume["rng"])
+        progress = Trainer(objective=objective, optimizer=optimizer, schedule=schedule, save_freq=cfg.save_freq,
+                           **common).fit(cfg.epochs, progress_from(resume, "main"))
+        return {**stage_result(progress, launch.run_dir), "teacher_acc": teacher_acc}
+
+    summary = run_guarded(launch, body)
+    print_line(finish_line(f"{method_name} {teacher_name} -> {student_name}", launch.run_dir, summary))
+    return summary

@@ -1,0 +1,50 @@
+"""Evaluate a checkpoint (ours or RepDistiller's) on a dataset's test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights
+from distillers.engine.trainer import evaluate, resolve_device
+from distillers.errors import UserError
+from distillers.models import MODELS, create_model
+from distillers.tasks.common import make_loader
+
+
+def load_model(path: str | Path, arch: str | None, num_classes: int) -> tuple[nn.Module, str, dict[str, Any]]:
+    """Build the checkpoint's architecture (given, recorded, or from a RepDistiller folder name) and load it."""
+    checkpoint = load_checkpoint(path)
+    name = arch or architecture_of(path, checkpoint, MODELS.names())
+    if name is None:
+        raise UserError(f"cannot tell the architecture of {path}: it records none and its folder name does not "
+                        f"start with a model name; pass it explicitly (e.g. --model resnet32x4)")
+    name = MODELS.canonical(name)
+    model = create_model(name, num_classes)
+    check_num_classes(model, checkpoint["model"], num_classes, path)
+    load_weights(model, checkpoint["model"], str(path), name)
+    return model, name, checkpoint
+
+
+def check_num_classes(model: nn.Module, state: dict[str, Any], num_classes: int, path: str | Path) -> None:
+    """Say plainly when a checkpoint's classifier was trained for another number of classes."""
+    for key, own in model.state_dict().items():
+        theirs = state.get(key)
+        if theirs is not None and own.ndim >= 1 and own.shape[0] == num_classes and theirs.ndim == own.ndim \
+                and theirs.shape[1:] == own.shape[1:] and theirs.shape[0] != num_classes:
+            raise UserError(f"{path} was trained on {theirs.shape[0]} classes but the dataset has {num_classes}; "
+                            f"use a checkpoint trained on this dataset")
+
+
+def evaluate_checkpoint(path: str, dataset: str, data_dir: str, arch: str | None = None, batch_size: int = 128,
+                        device: str = "auto", workers: int = 2, download: bool = False) -> dict[str, Any]:
+    from distillers.data import load_datasets
+
+    _, test_set, info = load_datasets(dataset, data_dir, download=download)
+    torch_device = resolve_device(device)
+    model, name, _ = load_model(path, arch, info.num_classes)
+    model.to(torch_device)
+    loader = make_loader(test_set, batch_size, False, workers, 0, torch_device)
+    return {"arch": name, **evaluate(model, loader, torch_device)}

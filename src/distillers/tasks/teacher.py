@@ -1,0 +1,51 @@
+"""Train a model from scratch with cross-entropy (the seed's train_teacher.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distillers.config import RunConfig
+from distillers.errors import UserError
+from distillers.engine.trainer import StepSchedule, Trainer, set_rng_state
+from distillers.models import MODELS, create_model, default_lr
+from distillers.objective import Supervised
+from distillers.rundir import teacher_run_name
+from distillers.tasks.common import (finish_line, make_loader, print_line, progress_from, run_guarded, sgd,
+                                     stage_result, start)
+
+
+def train_teacher(cfg: RunConfig) -> dict[str, Any]:
+    from distillers.data import load_datasets
+
+    if not cfg.model:
+        raise UserError("--model is required (e.g. --model resnet32x4)")
+    model_name = MODELS.canonical(cfg.model)
+    cfg.validate()
+    train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download)
+    lr = cfg.lr or default_lr(model_name)
+    name = cfg.name or teacher_run_name(model_name, cfg.dataset, cfg.trial)
+    launch = start(cfg, name, {"task": "teacher", "model": model_name, "lr": lr, "num_classes": info.num_classes})
+    device = launch.device
+    model = create_model(model_name, info.num_classes).to(device)
+    optimizer = sgd(model.parameters(), cfg, lr, device)
+    if launch.resume is not None:
+        model.load_state_dict(launch.resume["model"])
+        optimizer.load_state_dict(launch.resume["optimizer"])
+        set_rng_state(launch.resume["rng"])
+    trainer = Trainer(
+        objective=Supervised(model), eval_model=model, optimizer=optimizer,
+        schedule=StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate),
+        train_loader=make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device),
+        test_loader=make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device),
+        device=device, logger=launch.logger, seed=cfg.seed, save_freq=cfg.save_freq,
+        max_steps=cfg.max_steps_per_epoch,
+        checkpoint_payload=lambda: {"model": model.state_dict(), "arch": model_name, "num_classes": info.num_classes,
+                                    "dataset": cfg.dataset, "config": cfg.to_dict()})
+
+    def body() -> dict[str, Any]:
+        progress = trainer.fit(cfg.epochs, progress_from(launch.resume, "main"))
+        return stage_result(progress, launch.run_dir)
+
+    summary = run_guarded(launch, body)
+    print_line(finish_line(f"teacher {model_name}", launch.run_dir, summary))
+    return summary
