@@ -192,7 +192,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from distillers.tasks.transfer import transfer
+
+    cfg = run_config(args, "transfer")
+    cfg.student_path = args.student_path
+    transfer(cfg)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from distillers.export import export_safetensors
+
+    path = export_safetensors(args.ckpt, args.out)
+    print(f"wrote {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,13 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = add("list", cmd_list, "list registered models, methods or datasets")
     listing.add_argument("what", choices=["models", "methods", "datasets"])
-    for extra in EXTRA_COMMANDS:
-        extra(add)
+
+    probe = add("transfer", cmd_transfer, "linear-probe transfer of a distilled student to STL-10 or TinyImageNet",
+                "example:\n  distillers transfer --student-ckpt runs/S-wrn_16_2_.../last.pt --dataset stl10 --download")
+    probe.add_argument("--student-ckpt", "--path-s", "--path_s", dest="student_path", required=True,
+                       help="distilled student checkpoint")
+    probe.add_argument("--model", default=None, help="student architecture (default: recorded in the checkpoint)")
+    add_run_flags(probe)
+    probe.set_defaults(dataset="stl10", epochs=120, lr_decay_epochs=(30, 60, 90))
+
+    export = add("export", cmd_export, "export a checkpoint's weights for sharing (safetensors)",
+                 "example:\n  distillers export --ckpt runs/<run>/best.pt --format safetensors")
+    export.add_argument("--ckpt", required=True, help="checkpoint file")
+    export.add_argument("--format", choices=["safetensors"], default="safetensors")
+    export.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
     return parser
-
-
-# Later subcommands register themselves here: each is f(add) -> None (see the modules that append to it).
-EXTRA_COMMANDS: list[Callable[[Callable[..., argparse.ArgumentParser]], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,136 @@
+"""CRD: Tian, Krishnan, Isola, "Contrastive Representation Distillation", ICLR 2020, arXiv 1910.10699.
+
+Student and teacher embeddings are contrasted against a memory bank of the other network's past embeddings with
+an NCE objective; K negatives per sample come from the data loader (``distillers.data.sampling``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from distillers.errors import UserError
+from distillers.methods import METHODS
+from distillers.methods.base import Method, Pair, Step, Weights, unsupported
+from distillers.methods.common import LinearEmbed, flat_dim
+
+_NCE_EPS = 1e-7
+
+
+def _l2_normalize(x: Tensor) -> Tensor:
+    """``x / ||x||`` along dim 1 without an eps, as RepDistiller's ``Normalize``."""
+    return x / x.pow(2).sum(1, keepdim=True).pow(0.5)
+
+
+def nce_loss(scores: Tensor, n_data: int) -> Tensor:
+    """NCE loss of ``scores`` (B x (K+1), column 0 the positive) with uniform noise ``1 / n_data``."""
+    batch, m = scores.shape[0], scores.shape[1] - 1
+    noise = m / n_data
+    log_d1 = torch.log(scores[:, 0] / (scores[:, 0] + noise + _NCE_EPS))
+    log_d0 = torch.log(noise / (scores[:, 1:] + noise + _NCE_EPS))
+    return -(log_d1.sum() + log_d0.sum()) / batch
+
+
+class ContrastMemory(nn.Module):
+    """Memory bank of student (``memory_v1``) and teacher (``memory_v2``) embeddings, with its constants.
+
+    Everything is a buffer, so the bank and the normalisers travel with the state_dict (resume). ``params`` holds
+    ``[K, T, Z_s, Z_t, momentum]``, ``Z < 0`` meaning not yet estimated; like the reference's buffer it has the
+    module's dtype (float32 in training, so T = 0.07 is float32-rounded there: kept).
+    """
+
+    def __init__(self, feat_dim: int, n_data: int, nce_k: int, nce_t: float, nce_m: float) -> None:
+        super().__init__()
+        self.n_data = n_data
+        self.register_buffer("params", torch.tensor([nce_k, nce_t, -1.0, -1.0, nce_m]))
+        bound = 1.0 / math.sqrt(feat_dim / 3)
+        self.register_buffer("memory_v1", torch.rand(n_data, feat_dim).mul_(2 * bound).add_(-bound))
+        self.register_buffer("memory_v2", torch.rand(n_data, feat_dim).mul_(2 * bound).add_(-bound))
+
+    def forward(self, v_s: Tensor, v_t: Tensor, index: Tensor, contrast_index: Tensor) -> tuple[Tensor, Tensor]:
+        """Scores ``P_s, P_t`` (B x (K+1)) of both embeddings against the other side's memory, then update it."""
+        # Copies: autograd keeps the temperature, and the buffer is written below.
+        temperature, momentum = self.params[1].clone(), self.params[4].clone()
+        batch, k1 = contrast_index.shape
+        rows = contrast_index.reshape(-1)
+        # Memory rows are constants for autograd (index_select copies them, so the update below is safe).
+        weight_v2 = self.memory_v2.index_select(0, rows).view(batch, k1, -1)
+        weight_v1 = self.memory_v1.index_select(0, rows).view(batch, k1, -1)
+        out_s = torch.exp(torch.bmm(weight_v2, v_s.unsqueeze(2)).squeeze(2) / temperature)
+        out_t = torch.exp(torch.bmm(weight_v1, v_t.unsqueeze(2)).squeeze(2) / temperature)
+        with torch.no_grad():
+            # Z is estimated on the first batch and frozen; torch.where keeps it on the device (no host sync).
+            z_s = torch.where(self.params[2] < 0, out_s.mean() * self.n_data, self.params[2])
+            z_t = torch.where(self.params[3] < 0, out_t.mean() * self.n_data, self.params[3])
+            self.params[2:4] = torch.stack([z_s, z_t])
+            self._update(self.memory_v1, index, v_s, momentum)
+            self._update(self.memory_v2, index, v_t, momentum)
+        return out_s / z_s, out_t / z_t
+
+    @staticmethod
+    def _update(memory: Tensor, index: Tensor, v: Tensor, momentum: Tensor) -> None:
+        """``memory[index] = normalize(momentum * memory[index] + (1 - momentum) * v)`` in place."""
+        rows = memory.index_select(0, index) * momentum + v.detach().to(memory.dtype) * (1 - momentum)
+        memory.index_copy_(0, index, rows / rows.pow(2).sum(1, keepdim=True).pow(0.5))
+
+
+@METHODS.register("crd")
+class CRD(Method):
+    """Contrastive representation distillation on the pooled embedding ``feats[-1]``.
+
+    Kept reference quirks: the heads' L2 normalisation has no eps; the NCE normalisers Z are estimated from the
+    first batch and then frozen (constants for autograd), stored in the ``params`` buffer with T and the momentum;
+    the memory is updated in the same forward, after scoring. Deviations: the negatives always come from the
+    loader (``step.contrast_index``; no in-module alias sampler); Z is set without a host sync (``torch.where`` on
+    the device instead of ``.item()``: same value); the scores are computed in float32 even under autocast
+    (``exp(s / 0.07)`` overflows float16).
+    """
+
+    name = "crd"
+    paper = "Contrastive Representation Distillation (Tian et al., ICLR 2020, arXiv 1910.10699)"
+    weights = Weights(gamma=1.0, alpha=0.0, beta=0.8)
+    weights_note = "seed run script: -a 0 -b 0.8 (CRD+KD: -a 1)"
+    needs_index = True
+    needs_contrast = True
+
+    def __init__(self, s_dim: int, t_dim: int, feat_dim: int = 128, n_data: int = 50000, nce_k: int = 16384,
+                 nce_t: float = 0.07, nce_m: float = 0.5) -> None:
+        super().__init__()
+        self.embed_s = LinearEmbed(s_dim, feat_dim)
+        self.embed_t = LinearEmbed(t_dim, feat_dim)
+        self.contrast = ContrastMemory(feat_dim, n_data, nce_k, nce_t, nce_m)
+        self.nce_k = nce_k
+        self.n_data = n_data
+
+    @classmethod
+    def build(cls, pair: Pair) -> "CRD":
+        opts = pair.options
+        if opts.mode not in ("exact", "relax"):
+            raise UserError(f"unknown CRD sampling mode {opts.mode!r}; choose exact or relax")
+        # Negatives are drawn from the other classes (balanced classes assumed, as CIFAR/Tiny-ImageNet).
+        available = pair.num_data - math.ceil(pair.num_data / pair.num_classes)
+        if not 0 < opts.nce_k <= available:
+            raise unsupported(cls.name, pair, f"--nce_k {opts.nce_k} needs 1..{available} negatives per sample "
+                                              f"(a {pair.num_data}-sample training set); lower --nce_k")
+        return cls(flat_dim(pair.student_shapes[-1]), flat_dim(pair.teacher_shapes[-1]), opts.feat_dim,
+                   pair.num_data, opts.nce_k, opts.nce_t, opts.nce_m)
+
+    def loss(self, f_s: Tensor, f_t: Tensor, index: Tensor, contrast_index: Tensor) -> Tensor:
+        """NCE loss of both sides for features ``f_s``, ``f_t``, sample ``index`` (B,) and ``contrast_index``."""
+        if contrast_index.shape[1] != self.nce_k + 1:
+            raise ValueError(f"contrast_index has {contrast_index.shape[1]} columns, CRD expects nce_k + 1 = "
+                             f"{self.nce_k + 1}")
+        with torch.autocast(f_s.device.type, enabled=False):
+            dtype = self.contrast.memory_v1.dtype
+            v_s = _l2_normalize(self.embed_s(f_s.to(dtype)))
+            v_t = _l2_normalize(self.embed_t(f_t.to(dtype)))
+            out_s, out_t = self.contrast(v_s, v_t, index, contrast_index)
+            return nce_loss(out_s, self.n_data) + nce_loss(out_t, self.n_data)
+
+    def forward(self, step: Step) -> Tensor:
+        if step.index is None or step.contrast_index is None:
+            raise ValueError("CRD needs step.index and step.contrast_index (the loader's CRD sampling)")
+        return self.loss(step.feats_s[-1], step.feats_t[-1], step.index, step.contrast_index)
+

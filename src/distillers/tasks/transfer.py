@@ -1,0 +1,122 @@
+"""Linear-probe transfer of a distilled CIFAR-100 student (the seed's transfer_student.py protocol).
+
+The backbone is frozen, BatchNorm statistics included (it always runs in eval mode); only a new linear head,
+initialised N(0, 0.01) with zero bias, is trained on the target dataset resized to 32x32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from distillers.config import RunConfig
+from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights
+from distillers.engine.trainer import StepSchedule, Trainer, set_rng_state
+from distillers.errors import UserError
+from distillers.models import MODELS, create_model, default_lr
+from distillers.rundir import transfer_run_name
+from distillers.tasks.common import (finish_line, make_loader, print_line, progress_from, run_guarded, sgd,
+                                     stage_result, start)
+
+
+def classifier_name(model: nn.Module) -> str:
+    """The attribute path of the model's final linear layer (``fc``, ``linear`` or ``classifier``)."""
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise UserError(f"{type(model).__name__} has no linear classifier to replace")
+    return names[-1]
+
+
+def replace_classifier(model: nn.Module, num_classes: int) -> nn.Linear:
+    """Swap the classifier for a fresh ``Linear`` (N(0, 0.01) weights, zero bias) and return it."""
+    path = classifier_name(model)
+    parent = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
+    old = model.get_submodule(path)
+    head = nn.Linear(old.in_features, num_classes)
+    nn.init.normal_(head.weight, 0.0, 0.01)
+    nn.init.zeros_(head.bias)
+    setattr(parent, path.rsplit(".", 1)[-1], head)
+    return head
+
+
+class LinearProbe(nn.Module):
+    """Cross-entropy of a new head on frozen features; the backbone stays in eval mode while training."""
+
+    def __init__(self, model: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.model = model
+        self.head = head
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in head.parameters():
+            parameter.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "LinearProbe":
+        super().train(mode)
+        self.model.eval()  # frozen BatchNorm statistics
+        return self
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        with torch.no_grad():
+            feats, _ = self.model(batch["image"], is_feat=True)
+        logits = self.head(feats[-1].flatten(1))
+        return logits, {"ce": F.cross_entropy(logits, batch["target"])}
+
+
+def transfer(cfg: RunConfig) -> dict[str, Any]:
+    from distillers.data import load_datasets
+
+    if not cfg.student_path:
+        raise UserError("--student-ckpt is required")
+    cfg.validate()
+    checkpoint = load_checkpoint(cfg.student_path)
+    arch = cfg.model or architecture_of(cfg.student_path, checkpoint, MODELS.names())
+    if arch is None:
+        raise UserError(f"cannot tell the architecture of {cfg.student_path}; pass --model")
+    arch = MODELS.canonical(arch)
+    state = checkpoint["model"]
+    model = create_model(arch, num_classes=_classes_in(state, arch))
+    load_weights(model, state, cfg.student_path, arch)
+    train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download, resize=32)
+    head = replace_classifier(model, info.num_classes)
+    lr = cfg.lr or default_lr(arch)
+    name = cfg.name or transfer_run_name(arch, checkpoint.get("dataset", "cifar100"), cfg.dataset, cfg.trial)
+    launch = start(cfg, name, {"task": "transfer", "model": arch, "student_path": cfg.student_path, "lr": lr,
+                               "num_classes": info.num_classes})
+    device = launch.device
+    probe = LinearProbe(model, head).to(device)
+    optimizer = sgd(head.parameters(), cfg, lr, device)
+    if launch.resume is not None:
+        head.load_state_dict(launch.resume["head"])
+        optimizer.load_state_dict(launch.resume["optimizer"])
+        set_rng_state(launch.resume["rng"])
+    trainer = Trainer(
+        objective=probe, eval_model=model, optimizer=optimizer,
+        schedule=StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate),
+        train_loader=make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device),
+        test_loader=make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device),
+        device=device, logger=launch.logger, seed=cfg.seed, save_freq=cfg.save_freq,
+        max_steps=cfg.max_steps_per_epoch,
+        checkpoint_payload=lambda: {"model": model.state_dict(), "head": head.state_dict(), "arch": arch,
+                                    "num_classes": info.num_classes, "dataset": cfg.dataset,
+                                    "config": cfg.to_dict()})
+
+    def body() -> dict[str, Any]:
+        progress = trainer.fit(cfg.epochs, progress_from(launch.resume, "main"))
+        return stage_result(progress, launch.run_dir)
+
+    summary = run_guarded(launch, body)
+    print_line(finish_line(f"transfer {arch} -> {cfg.dataset}", launch.run_dir, summary))
+    return summary
+
+
+def _classes_in(state: dict[str, Tensor], arch: str) -> int:
+    """The number of classes the checkpoint's classifier was trained for (its last 2-D weight's rows)."""
+    probe = create_model(arch, num_classes=7)
+    key = classifier_name(probe) + ".weight"
+    if key not in state:
+        raise UserError(f"the checkpoint has no {key}: it does not hold a {arch} model")
+    return int(state[key].shape[0])
