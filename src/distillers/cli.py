@@ -201,6 +201,39 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch_teachers(args: argparse.Namespace) -> int:
+    from distillers.fetch import fetch_teachers
+
+    def measure(name: str, path) -> None:
+        """Print the teacher's test accuracy when CIFAR-100 is present (a bad teacher spoils every run)."""
+        from distillers.tasks.evaluate import evaluate_checkpoint
+
+        try:
+            result = evaluate_checkpoint(str(path), "cifar100", args.data_dir, name, device=args.device)
+        except UserError as error:
+            print(f"{name}: saved to {path} (accuracy not measured: {error})")
+            return
+        print(f"{name}: saved to {path}; CIFAR-100 test top-1 {result['test_acc']:.2f}%")
+
+    paths = fetch_teachers(args.names or None, save_dir=args.save_dir, url=args.url, file=args.file, verify=measure)
+    print(f"fetched {len(paths)} teacher(s) into {args.save_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from distillers.report import write_report
+
+    fmt = "markdown" if args.format == "md" else args.format
+    text = write_report(args.runs, fmt, args.out, args.metric, args.published, args.plots)
+    if args.out is None:
+        print(text)
+    else:
+        print(f"wrote {args.out}")
+    if args.plots:
+        print(f"plots in {args.plots}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from distillers.export import export_safetensors
 
@@ -272,6 +305,33 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--ckpt", required=True, help="checkpoint file")
     export.add_argument("--format", choices=["safetensors"], default="safetensors")
     export.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
+
+    fetch = add("fetch-teachers", cmd_fetch_teachers,
+                "download the seed's pretrained CIFAR-100 teachers into save/models/<name>_vanilla/",
+                "examples:\n  distillers fetch-teachers                      (all six: wrn_40_2 resnet56 resnet110 "
+                "resnet32x4 vgg13 ResNet50)\n  distillers fetch-teachers resnet32x4 --url https://my.mirror/{name}.pth"
+                "\n  distillers fetch-teachers --file cifar_teachers.tar\n\nSources, in order: the seed's URLs, "
+                "then mdistiller's cifar_teachers.tar release; --url/--file replace them.")
+    fetch.add_argument("names", nargs="*", help="teacher names (default: all six)")
+    fetch.add_argument("--save-dir", default="save/models", help="where to put <name>_vanilla/ckpt_epoch_240.pth")
+    fetch.add_argument("--url", default=None, help="your mirror: a .pth, a URL template with {name}, or a .tar")
+    fetch.add_argument("--file", default=None, help="a local .pth or .tar holding the teachers")
+    fetch.add_argument("--data-dir", default="./data", help="CIFAR-100 location, to measure each teacher's accuracy")
+    fetch.add_argument("--device", default="auto")
+
+    report = add("report", cmd_report, "turn run directories into the seed's result tables (and plots)",
+                 "examples:\n  distillers report runs/                       (every run below runs/)\n"
+                 "  distillers report runs/ --published --metric best --format csv --out table.csv\n"
+                 "  distillers report runs/ --plots figures/\n\nCells are mean ± std over trials (the count in "
+                 "brackets) of the last epoch's top-1 (the seed's convention) unless --metric best.")
+    report.add_argument("runs", nargs="+", help="run directories, or folders holding them")
+    report.add_argument("--format", choices=["md", "markdown", "csv", "json"], default="md")
+    report.add_argument("--out", default=None, help="write the table to this file instead of printing it")
+    report.add_argument("--metric", choices=["last", "best"], default="last",
+                        help="last-epoch (the seed's convention) or best-epoch accuracy")
+    report.add_argument("--published", action="store_true",
+                        help="add the seed README's published number and our difference beside each cell")
+    report.add_argument("--plots", default=None, metavar="DIR", help="also write PNG plots into DIR")
     return parser
 
 

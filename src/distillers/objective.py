@@ -58,7 +58,9 @@ class Distillation(nn.Module):
         """Run teacher (no grad) and student and package what methods consume."""
         images = batch["image"]
         with torch.no_grad():
-            feats_t, logits_t = features(self.teacher, images, self.method.preact)
+            teacher_preact = self.method.teacher_preact
+            feats_t, logits_t = features(self.teacher, images,
+                                         self.method.preact if teacher_preact is None else teacher_preact)
             feats_t = [f.detach() for f in feats_t]
         feats_s, logits_s = features(self.student, images, self.method.preact)
         extra = {k: v for k, v in batch.items() if k not in ("image", "target", "index", "contrast_index")}

@@ -90,6 +90,7 @@ class Method(nn.Module):
     weights: ClassVar[Weights] = Weights()  # defaults from the seed's run script
     weights_note: ClassVar[str] = ""  # where the default weights come from, when not obvious
     preact: ClassVar[bool] = False  # consume pre-activation features (student and teacher)
+    teacher_preact: ClassVar[bool | None] = None  # the teacher's side when it differs (ReviewKD); None: ``preact``
     needs_index: ClassVar[bool] = False  # needs the sample index of every image
     needs_contrast: ClassVar[bool] = False  # needs CRD contrastive indices
     init_stage: ClassVar[bool] = False  # has an initialisation stage (AB, FT, FSP)

@@ -80,7 +80,7 @@ def transfer(cfg: RunConfig) -> dict[str, Any]:
     state = checkpoint["model"]
     model = create_model(arch, num_classes=_classes_in(state, arch))
     load_weights(model, state, cfg.student_path, arch)
-    train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download, resize=32)
+    train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download)
     head = replace_classifier(model, info.num_classes)
     lr = cfg.lr or default_lr(arch)
     name = cfg.name or transfer_run_name(arch, checkpoint.get("dataset", "cifar100"), cfg.dataset, cfg.trial)

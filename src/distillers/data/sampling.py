@@ -1,0 +1,107 @@
+"""CRD's contrastive sampling, and the dataset wrapper that hands every batch over as a dict.
+
+Contrastive Representation Distillation (Tian, Krishnan, Isola, ICLR 2020, arXiv 1910.10699). We follow
+RepDistiller's ``CIFAR100InstanceSample``: for a sample of class ``c`` the row is ``[positive, k negatives]``;
+the positive is the sample itself (``exact``) or a random sample of class ``c`` (``relax``); negatives are drawn
+from the samples of all other classes, without replacement when the pool is large enough (else with it);
+``percent < 1`` cuts each class's negative pool once, at random, to that fraction of its size. Deviation:
+RepDistiller sizes every cut pool from class 0's pool; we use each class's own size (equal on balanced data).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from distillers.errors import UserError
+
+MODES = ("exact", "relax")
+
+
+class ContrastSampler:
+    """Per-class index pools built once; ``draw(index, rng)`` returns ``[positive, negatives...]`` (int64)."""
+
+    def __init__(self, labels: np.ndarray, nce_k: int, mode: str = "exact", percent: float = 1.0, seed: int = 0,
+                 dataset: str = "the dataset") -> None:
+        if mode not in MODES:
+            raise UserError(f"unknown CRD sampling mode {mode!r}; choose one of: {', '.join(MODES)}")
+        if not 0.0 < percent <= 1.0:
+            raise UserError(f"CRD percent must be in (0, 1], got {percent}")
+        if isinstance(nce_k, bool) or not isinstance(nce_k, (int, np.integer)) or nce_k < 1:
+            raise UserError(f"nce_k must be a positive integer, got {nce_k!r}")
+        self.labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self.nce_k, self.mode, self.percent = int(nce_k), mode, percent
+        order = np.argsort(self.labels, kind="stable")  # indices grouped by class, ascending within a class
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(self.labels))))
+        self.positives = [order[bounds[c]:bounds[c + 1]] for c in range(len(bounds) - 1)]
+        self.negatives = [np.concatenate((order[:bounds[c]], order[bounds[c + 1]:])) for c in range(len(bounds) - 1)]
+        if percent < 1.0:
+            rng = np.random.default_rng(seed)
+            self.negatives = [rng.permutation(pool)[:int(len(pool) * percent)] for pool in self.negatives]
+        present = [c for c, pool in enumerate(self.positives) if len(pool)]
+        largest = max(len(self.negatives[c]) for c in present)
+        if largest == 0:
+            raise UserError(f"CRD sampling needs samples of at least two classes; {dataset} has one")
+        if self.nce_k > largest:
+            cut = f" ({percent:g} of them, --percent)" if percent < 1.0 else ""
+            raise UserError(f"nce_k={self.nce_k} is larger than the {largest} negatives available per sample in "
+                            f"{dataset}{cut}; pass --nce_k {largest} or less")
+        # Without replacement when the class's pool is large enough, as RepDistiller does.
+        self.replace = [self.nce_k > len(self.negatives[c]) for c in range(len(self.negatives))]
+
+    def draw(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """The ``(nce_k + 1,)`` contrast row of sample ``index``: column 0 the positive, then the negatives."""
+        label = self.labels[index]
+        row = np.empty(self.nce_k + 1, dtype=np.int64)
+        row[0] = index if self.mode == "exact" else rng.choice(self.positives[label])
+        row[1:] = rng.choice(self.negatives[label], self.nce_k, replace=self.replace[label])
+        return row
+
+
+class SampledDataset(Dataset):
+    """Items as dicts: ``image``, ``target``, plus ``index`` (index/contrast) and ``contrast_index`` (contrast).
+
+    Contrast rows come from a numpy generator per process: seeded from ``seed`` in the main process and from
+    ``(seed, worker seed)`` in a DataLoader worker, so workers never repeat each other's draws and a seeded
+    loader gives the same rows run after run.
+    """
+
+    def __init__(self, base: Dataset, with_index: bool = False, contrast: ContrastSampler | None = None,
+                 seed: int = 0) -> None:
+        self.base = base
+        self.with_index = with_index or contrast is not None
+        self.contrast = contrast
+        self.seed = seed
+        self._rng: np.random.Generator | None = None
+        self._rng_owner: tuple[int, int | None] | None = None
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.base.labels
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def _generator(self) -> np.random.Generator:
+        worker = get_worker_info()
+        owner = (os.getpid(), worker.seed if worker is not None else None)
+        if owner != self._rng_owner:  # first use in this process (forked workers inherit the parent's state)
+            entropy = [self.seed, 1] if worker is None else [self.seed, 1, worker.seed]
+            self._rng, self._rng_owner = np.random.default_rng(entropy), owner
+        return self._rng
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, target = self.base[index]
+        item: dict[str, Any] = {"image": image, "target": target}
+        if self.with_index:
+            item["index"] = index
+        if self.contrast is not None:
+            item["contrast_index"] = torch.from_numpy(self.contrast.draw(index, self._generator()))
+        return item
+
+    def __getstate__(self) -> dict[str, Any]:  # spawned workers start their own generator
+        return {**self.__dict__, "_rng": None, "_rng_owner": None}
