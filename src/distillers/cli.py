@@ -74,6 +74,10 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data-dir", default="./data", help="where datasets live (downloaded there with --download)")
     data.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     data.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    data.add_argument("--augment", choices=["standard", "strong"], default="standard",
+                      help="strong adds a second RandAugment+Cutout view per image (MLKD's protocol)")
+    data.add_argument("--data-path", choices=["auto", "gpu", "cpu"], default="auto",
+                      help="gpu keeps CIFAR-sized data on the GPU and augments there (auto: when CUDA is present)")
     optim = parser.add_argument_group("optimisation (seed defaults)")
     optim.add_argument("--epochs", type=positive_int, default=240, help="training epochs")
     optim.add_argument("--batch-size", type=positive_int, default=64, help="batch size")
@@ -93,6 +97,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", action="store_true", help="continue the run in its directory from last.pt")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     run.add_argument("--save-freq", type=int, default=40, help="also keep ckpt_epoch_N.pt every N epochs")
+    run.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                     help="bf16 autocast with float32 master weights (auto: on for GPUs that support it)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the models (eager fallback on failure)")
     run.add_argument("--max-steps-per-epoch", type=positive_int, default=None,
                      help="cap the steps of each epoch (smoke tests)")
 
@@ -126,7 +133,7 @@ def add_method_flags(parser: argparse.ArgumentParser) -> None:
 def run_config(args: argparse.Namespace, task: str) -> RunConfig:
     """Turn parsed flags into the typed RunConfig saved with the run."""
     cfg = RunConfig(task=task)
-    for key in ("dataset", "data_dir", "download", "workers", "epochs", "batch_size", "lr", "lr_decay_epochs",
+    for key in ("dataset", "data_dir", "download", "workers", "augment", "data_path", "amp", "compile", "epochs", "batch_size", "lr", "lr_decay_epochs",
                 "lr_decay_rate", "weight_decay", "momentum", "out", "name", "trial", "seed", "device", "resume",
                 "overwrite", "save_freq", "max_steps_per_epoch", "model", "student", "teacher", "method", "gamma",
                 "alpha", "beta"):
@@ -234,6 +241,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from distillers.tasks.quickstart import quickstart
+
+    quickstart(args.out)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from distillers.sweep import SEED_METHODS, SEED_PAIRS, sweep
+
+    extra = [flag for flag in args.extra if flag != "--"]
+    failed = sweep(args.pairs or SEED_PAIRS, args.methods or SEED_METHODS, args.trials, args.teacher_dir, args.out,
+                   args.dataset, args.dry_run, extra, args.baselines)
+    if failed:
+        print(f"sweep finished with {failed} failed run(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from distillers.export import export_safetensors
 
@@ -332,6 +358,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--published", action="store_true",
                         help="add the seed README's published number and our difference beside each cell")
     report.add_argument("--plots", default=None, metavar="DIR", help="also write PNG plots into DIR")
+
+    quick = add("quickstart", cmd_quickstart, "offline demo on scikit-learn's digits: teacher, student, +KD, +ICD",
+                "example:\n  distillers quickstart --out runs/quickstart\n\nNo download and no GPU needed; takes a "
+                "few minutes on 2 CPU cores.")
+    quick.add_argument("--out", default="runs/quickstart", help="where the run directories go")
+
+    grid = add("sweep", cmd_sweep, "run (or print) the grid of runs behind the seed's tables, then report",
+               "examples:\n  distillers sweep --dry-run                                  (the seed's 13 pairs x 18 rows"
+               " x 3 trials)\n  distillers sweep --pairs resnet32x4:resnet8x4 --methods kd crd crd+kd --trials 3"
+               "\n\nFinished runs are skipped, interrupted ones resumed; teachers are read from "
+               "--teacher-dir/<name>_vanilla/ckpt_epoch_240.pth (distillers fetch-teachers). Flags after -- go to "
+               "every run (e.g. -- --epochs 240 --data-dir data).")
+    grid.add_argument("--pairs", nargs="+", default=None, metavar="TEACHER:STUDENT",
+                      help="pairs to run (default: the seed's 13)")
+    grid.add_argument("--methods", nargs="+", default=None, help="rows (default: the seed's 18; METHOD+kd adds KD)")
+    grid.add_argument("--trials", type=positive_int, default=3)
+    grid.add_argument("--teacher-dir", default="save/models")
+    grid.add_argument("--out", default="runs")
+    grid.add_argument("--dataset", default="cifar100")
+    grid.add_argument("--baselines", action="store_true", help="also train each student from scratch")
+    grid.add_argument("--dry-run", action="store_true", help="print the commands and what would be skipped")
+    grid.add_argument("extra", nargs=argparse.REMAINDER, help="flags passed to every run, after --")
     return parser
 
 

@@ -24,6 +24,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workers: int = 2
+    augment: str = "standard"  # standard (crop + flip) | strong (adds a RandAugment + Cutout view, for MLKD)
+    data_path: str = "auto"  # auto | gpu | cpu: GPU-resident CIFAR batches when CUDA is present and data fits
     # Optimisation (RepDistiller train_teacher.py / train_student.py defaults).
     epochs: int = 240
     batch_size: int = 64
@@ -49,6 +51,8 @@ class RunConfig:
     overwrite: bool = False
     save_freq: int = 40  # periodic ckpt_epoch_N.pt, as the seed
     amp: str = "auto"  # auto | on | off  (bf16 autocast on CUDA)
+    channels_last: bool = True  # NHWC activations on CUDA
+    compile: bool = False  # torch.compile the student (falls back to eager when unavailable)
     max_steps_per_epoch: int | None = None  # for smoke tests and benchmarks
 
     def validate(self) -> None:
