@@ -12,6 +12,9 @@ from torch.nn import functional as F
 
 from distillers.methods.base import Method, Step, Weights, kd_loss
 
+# Batch keys the objective consumes itself; every other key reaches the method verbatim in ``Step.extra``.
+CONSUMED_KEYS = ("image", "image_strong", "target", "index", "contrast_index")
+
 
 def features(model: nn.Module, images: Tensor, preact: bool) -> tuple[list[Tensor], Tensor]:
     """RepDistiller's ``model(x, is_feat=True, preact=...)`` as ``(feats, logits)`` (ResNet50 returns a list)."""
@@ -55,15 +58,25 @@ class Distillation(nn.Module):
         return self
 
     def step(self, batch: dict[str, Tensor]) -> Step:
-        """Run teacher (no grad) and student and package what methods consume."""
-        images = batch["image"]
+        """Run teacher (no grad) and student and package what methods consume.
+
+        With a strong view (``batch["image_strong"]``, ``--augment strong``) both networks also run on it, in a
+        forward of its own, and its logits reach the method as ``extra["logits_s_strong"]`` (with grad) and
+        ``extra["logits_t_strong"]``. Separate forwards, student weak then strong, as MLKD's ``KD_ours`` does: one
+        concatenated forward would be faster but would normalise each BatchNorm over both views at once.
+        """
+        images, images_strong = batch["image"], batch.get("image_strong")
+        extra = {k: v for k, v in batch.items() if k not in CONSUMED_KEYS}
         with torch.no_grad():
             teacher_preact = self.method.teacher_preact
             feats_t, logits_t = features(self.teacher, images,
                                          self.method.preact if teacher_preact is None else teacher_preact)
             feats_t = [f.detach() for f in feats_t]
+            if images_strong is not None:
+                extra["logits_t_strong"] = self.teacher(images_strong).detach()
         feats_s, logits_s = features(self.student, images, self.method.preact)
-        extra = {k: v for k, v in batch.items() if k not in ("image", "target", "index", "contrast_index")}
+        if images_strong is not None:
+            extra["logits_s_strong"] = self.student(images_strong)
         return Step(feats_s=feats_s, feats_t=feats_t, logits_s=logits_s, logits_t=logits_t.detach(),
                     target=batch["target"], index=batch.get("index"), contrast_index=batch.get("contrast_index"),
                     epoch=self.epoch, extra=extra)

@@ -3,23 +3,27 @@
 ``load_datasets`` gives the two datasets (for callers with their own sampler, e.g. the engine's resumable
 ``EpochSampler``); ``build_loaders`` wraps them in seeded DataLoaders. Batch keys: ``image`` (float, normalised),
 ``target`` (int64), and with ``sample="index"`` or ``"contrast"`` the sample ``index`` (int64, B), with
-``"contrast"`` also ``contrast_index`` (int64, B x (nce_k + 1), CRD's positive then negatives).
+``"contrast"`` also ``contrast_index`` (int64, B x (nce_k + 1), CRD's positive then negatives). With
+``augment="strong"`` training batches also carry ``image_strong`` (MLKD's RandAugment + Cutout view of the same
+images, float, normalised); test batches never do.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader
 
+from distillers.data import transforms
 from distillers.data.base import DATASETS, DatasetSpec
 from distillers.data.sampling import ContrastSampler, SampledDataset
 from distillers.errors import UserError
 
 SAMPLES = ("plain", "index", "contrast")
+AUGMENTS = ("standard", "strong")
 
 
 @dataclass(frozen=True)
@@ -35,23 +39,51 @@ class DataInfo:
     std: tuple[float, ...]
 
 
+class TwoViewDataset(SampledDataset):
+    """A ``SampledDataset`` whose base transform is ``TwoViews``: items carry ``image`` (weak) and ``image_strong``.
+
+    ``views`` names the image keys, so a loader that rebuilds batches itself (the GPU path) can tell that it would
+    drop the strong view.
+    """
+
+    views = ("image", "image_strong")
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = super().__getitem__(index)
+        item["image"], item["image_strong"] = item["image"]
+        return item
+
+
 def get_dataset(name: str) -> DatasetSpec:
     """The registered spec (unknown names raise a UserError listing the valid ones)."""
     return DATASETS.get(name)
 
 
+def strong_transform(spec: DatasetSpec) -> transforms.Transform:
+    """MLKD's strong view for ``spec``: the dataset's own train pipeline (resize, crop, flip, normalisation) plus
+    RandAugment and Cutout (see ``transforms.strong_transform``)."""
+    try:
+        return transforms.strong_transform(spec.train_transform())
+    except ValueError as error:
+        raise UserError(f"--augment strong is not available for {spec.title}: {error}") from error
+
+
 def load_datasets(dataset: str, data_dir: str | Path, *, download: bool = False, sample: str = "plain",
                   nce_k: int = 16384, mode: str = "exact", percent: float = 1.0, seed: int = 0,
-                  train_transform: Callable | None = None, test_transform: Callable | None = None
-                  ) -> tuple[SampledDataset, SampledDataset, DataInfo]:
+                  train_transform: Callable | None = None, test_transform: Callable | None = None,
+                  augment: str = "standard") -> tuple[SampledDataset, SampledDataset, DataInfo]:
     """Train and test datasets yielding dicts, with the dataset's own transforms unless others are given.
 
     ``sample`` picks what a train item carries besides image and target: ``"index"`` adds the sample index,
     ``"contrast"`` also CRD's ``contrast_index`` (``nce_k``, ``mode``, ``percent`` as in RepDistiller; ``seed``
-    fixes the percent cut and the draws). Nothing is downloaded unless ``download`` is true.
+    fixes the percent cut and the draws). ``augment="strong"`` adds ``image_strong``, drawn independently of
+    ``image`` from the same picture (``train_transform`` replaces only the weak view). Nothing is downloaded
+    unless ``download`` is true.
     """
     if sample not in SAMPLES:
         raise UserError(f"unknown sample kind {sample!r}; choose one of: {', '.join(SAMPLES)}")
+    if augment not in AUGMENTS:
+        raise UserError(f"unknown --augment {augment!r}; choose one of: {', '.join(AUGMENTS)}")
     spec = get_dataset(dataset)
     root = spec.ensure(data_dir, download)
     train, test = spec.read(root, True), spec.read(root, False)
@@ -60,6 +92,9 @@ def load_datasets(dataset: str, data_dir: str | Path, *, download: bool = False,
     contrast = ContrastSampler(train.labels, nce_k, mode, percent, seed, dataset=f"{spec.title} ({len(train)} "
                                f"training images)") if sample == "contrast" else None
     info = DataInfo(spec.name, spec.num_classes, len(train), len(test), spec.input_size, spec.mean, spec.std)
+    if augment == "strong":
+        train.transform = transforms.TwoViews(train.transform, strong_transform(spec))
+        return TwoViewDataset(train, sample == "index", contrast, seed), SampledDataset(test), info
     return SampledDataset(train, sample == "index", contrast, seed), SampledDataset(test), info
 
 
@@ -67,7 +102,7 @@ def build_loaders(dataset: str, data_dir: str | Path, batch_size: int = 64, work
                   sample: str = "plain", nce_k: int = 16384, mode: str = "exact", percent: float = 1.0,
                   download: bool = False, seed: int | torch.Generator | None = 0,
                   train_transform: Callable | None = None, test_transform: Callable | None = None,
-                  test_batch_size: int | None = None, drop_last: bool = False
+                  test_batch_size: int | None = None, drop_last: bool = False, augment: str = "standard"
                   ) -> tuple[DataLoader, DataLoader, DataInfo]:
     """``(train_loader, test_loader, info)``: shuffled seeded training batches, ordered test batches.
 
@@ -90,7 +125,8 @@ def build_loaders(dataset: str, data_dir: str | Path, batch_size: int = 64, work
             generator.manual_seed(seed)
     train_set, test_set, info = load_datasets(
         dataset, data_dir, download=download, sample=sample, nce_k=nce_k, mode=mode, percent=percent,
-        seed=generator.initial_seed(), train_transform=train_transform, test_transform=test_transform)
+        seed=generator.initial_seed(), train_transform=train_transform, test_transform=test_transform,
+        augment=augment)
     common = {"num_workers": workers, "pin_memory": torch.cuda.is_available(), "persistent_workers": workers > 0}
     train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator,
                               drop_last=drop_last, **common)

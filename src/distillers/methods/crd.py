@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from distillers.engine.distributed import all_gather, all_mean
 from distillers.errors import UserError
 from distillers.methods import METHODS
 from distillers.methods.base import Method, Pair, Step, Weights, unsupported
@@ -61,10 +62,12 @@ class ContrastMemory(nn.Module):
         out_s = torch.exp(torch.bmm(weight_v2, v_s.unsqueeze(2)).squeeze(2) / temperature)
         out_t = torch.exp(torch.bmm(weight_v1, v_t.unsqueeze(2)).squeeze(2) / temperature)
         with torch.no_grad():
-            # Z is estimated on the first batch and frozen; torch.where keeps it on the device (no host sync).
-            z_s = torch.where(self.params[2] < 0, out_s.mean() * self.n_data, self.params[2])
-            z_t = torch.where(self.params[3] < 0, out_t.mean() * self.n_data, self.params[3])
+            # Z is estimated on the first (global) batch and frozen; torch.where keeps it on the device (no sync).
+            z_s = torch.where(self.params[2] < 0, all_mean(out_s.mean()) * self.n_data, self.params[2])
+            z_t = torch.where(self.params[3] < 0, all_mean(out_t.mean()) * self.n_data, self.params[3])
             self.params[2:4] = torch.stack([z_s, z_t])
+            # Under DDP every rank writes every rank's samples, so all ranks keep identical banks.
+            index, v_s, v_t = all_gather(index), all_gather(v_s.detach()), all_gather(v_t.detach())
             self._update(self.memory_v1, index, v_s, momentum)
             self._update(self.memory_v2, index, v_t, momentum)
         return out_s / z_s, out_t / z_t

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distillers.engine.distributed import all_gather, world_size
 from distillers.errors import UserError
 from distillers.methods import METHODS
 from distillers.methods.base import Method, Pair, Step, Weights, unsupported
@@ -52,10 +53,10 @@ class RRD(Method):
 
     def check_batch_size(self, batch_size: int) -> None:
         """Raise a UserError unless the queue length is a multiple of the batch size (the reference's assertion)."""
-        nce_k = self.queue.shape[0]
-        if batch_size < 1 or nce_k % batch_size:
-            raise UserError(f"rrd needs --nce_k ({nce_k}) to be a multiple of the batch size ({batch_size}); "
-                            f"change --nce_k or --batch_size")
+        nce_k, world = self.queue.shape[0], world_size()
+        if batch_size < 1 or nce_k % (batch_size * world):
+            size = f"the batch size ({batch_size})" if world == 1 else f"the global batch ({batch_size} x {world})"
+            raise UserError(f"rrd needs --nce_k ({nce_k}) to be a multiple of {size}; change --nce_k or --batch_size")
 
     def loss(self, f_s: Tensor, f_t: Tensor) -> Tensor:
         """Soft cross-entropy between teacher and student similarities to the queue; then enqueue the teacher."""
@@ -69,7 +70,7 @@ class RRD(Method):
                 target = F.softmax(e_t @ queue.t() / self.nce_t_t, dim=1)
             log_p = F.log_softmax(e_s @ queue.t() / self.nce_t_s, dim=1)
             loss = -(target * log_p).sum(1).mean()
-        self._enqueue(e_t)
+        self._enqueue(all_gather(e_t))  # under DDP every rank enqueues every rank's keys: identical queues
         return loss
 
     @torch.no_grad()

@@ -8,6 +8,7 @@ from distillers.config import RunConfig
 from distillers.engine.trainer import StepSchedule, Trainer, evaluate, set_rng_state
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair, Weights
+from distillers.methods.base import Method
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Distillation, InitStage
 from distillers.rundir import distill_run_name
@@ -34,6 +35,22 @@ def sample_mode(method_cls: type) -> str:
     return "index" if method_cls.needs_index else "plain"
 
 
+def check_augment(cfg: RunConfig, method_cls: type) -> None:
+    """A method that trains on two views (MLKD) cannot run on one: refuse before any data is read."""
+    if getattr(method_cls, "needs_strong_view", False) and cfg.augment != "strong":
+        raise UserError(f"method {method_cls.name!r} trains on a weak and a strong augmented view of every image "
+                        f"(got --augment {cfg.augment}); pass --augment strong")
+
+
+def run_protocol(method: Method, augment: str) -> str:
+    """The protocol recorded in config.json: the method's own, with ``strong-aug`` marking a strong second view
+    that the method's published protocol does not include (reports never compare such runs with CRD tables)."""
+    protocol = method.protocol
+    if augment != "strong" or getattr(method, "needs_strong_view", False):
+        return protocol
+    return "strong-aug" if protocol == "crd" else f"{protocol}+strong-aug"
+
+
 def distill(cfg: RunConfig) -> dict[str, Any]:
     from distillers.data import load_datasets
 
@@ -45,9 +62,13 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
     method_name = method_cls.name
     student_name = MODELS.canonical(cfg.student)
     weights = resolve_weights(cfg, method_cls.weights)
+    check_augment(cfg, method_cls)
     options = cfg.method_options
+    # The strong view is built by CPU transforms (RandAugment, Cutout); a device-resident data path must not be
+    # used with it, since it would rebuild batches from the raw arrays and drop ``image_strong``.
     train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download,
-                                              sample=sample_mode(method_cls), nce_k=options.nce_k, mode=options.mode)
+                                              sample=sample_mode(method_cls), nce_k=options.nce_k, mode=options.mode,
+                                              augment=cfg.augment)
     # Everything that can be wrong is checked here, before the run directory exists or any training starts.
     teacher, teacher_name, _ = load_model(cfg.teacher_path, cfg.teacher, info.num_classes)
     student = create_model(student_name, info.num_classes)
@@ -56,12 +77,18 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
     method = method_cls.build(pair)
     method.check_batch_size(cfg.batch_size)
     lr = cfg.lr or default_lr(student_name)
+    protocol = run_protocol(method, cfg.augment)
     name = cfg.name or distill_run_name(student_name, teacher_name, cfg.dataset, method_name, weights.gamma,
                                         weights.alpha, weights.beta, cfg.trial)
+    if cfg.name is None and protocol != method.protocol:  # keep a strong-view run out of its single-view twin's dir
+        name += "_aug-strong"
     launch = start(cfg, name, {"task": "distill", "student": student_name, "teacher": teacher_name,
                                "method": method_name, "weights": vars(weights), "lr": lr,
-                               "num_classes": info.num_classes, "protocol": getattr(method, "protocol", "crd")})
+                               "num_classes": info.num_classes, "protocol": protocol})
     device, logger, resume = launch.device, launch.logger, launch.resume
+    if cfg.augment == "strong" and not getattr(method_cls, "needs_strong_view", False):
+        logger.info(f"--augment strong: {method_name} does not read the strong view's logits; the student still runs "
+                    f"on it (its BatchNorm statistics see both views), so this run is marked protocol {protocol}")
     objective = Distillation(student, teacher, method, weights, options.kd_T).to(device)
     train_loader = make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device)
     test_loader = make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device)
