@@ -260,6 +260,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from distillers.tasks.analyze import analyze
+
+    paths = analyze(args.teacher, args.student, args.out, args.dataset, args.data_dir, args.teacher_arch,
+                    args.student_arch, args.tsne_points, args.device, args.download)
+    print("wrote " + ", ".join(str(path) for path in paths))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from distillers.export import export_safetensors
 
@@ -380,6 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--baselines", action="store_true", help="also train each student from scratch")
     grid.add_argument("--dry-run", action="store_true", help="print the commands and what would be skipped")
     grid.add_argument("extra", nargs=argparse.REMAINDER, help="flags passed to every run, after --")
+
+    study = add("analyze", cmd_analyze, "the seed's analysis plots for a teacher/student pair: t-SNE and "
+                "class-correlation difference", "example:\n  distillers analyze --teacher T.pth --student "
+                "runs/<run>/last.pt --out figures/")
+    study.add_argument("--teacher", required=True, help="teacher checkpoint")
+    study.add_argument("--student", required=True, help="student checkpoint")
+    study.add_argument("--teacher-arch", default=None)
+    study.add_argument("--student-arch", default=None)
+    study.add_argument("--dataset", default="cifar100")
+    study.add_argument("--data-dir", default="./data")
+    study.add_argument("--download", action="store_true")
+    study.add_argument("--tsne-points", type=positive_int, default=2000, help="test images shown in the t-SNE")
+    study.add_argument("--device", default="auto")
+    study.add_argument("--out", default="figures", help="folder for the PNG files")
     return parser
 
 
