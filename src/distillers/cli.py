@@ -269,6 +269,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from distillers.bench import format_table, run_bench
+
+    rows = run_bench(args.pairs, args.methods, args.batch_size, args.steps, args.warmup, args.device, args.data_path,
+                     args.amp, args.channels_last, args.compile, num_images=args.num_images, workers=args.workers,
+                     log=lambda line: print(line, file=sys.stderr))
+    print(format_table(rows))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from distillers.export import export_safetensors
 
@@ -403,6 +413,25 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--tsne-points", type=positive_int, default=2000, help="test images shown in the t-SNE")
     study.add_argument("--device", default="auto")
     study.add_argument("--out", default="figures", help="folder for the PNG files")
+
+    bench = add("bench", cmd_bench, "speed: the seed's pipeline and ours side by side, same models and batch",
+                "examples:\n  distillers bench                                    (the four default cases, 50 steps)"
+                "\n  distillers bench --pairs resnet32x4:resnet8x4:crd --steps 100\n\nPrints images/second of "
+                "each pipeline, their ratio and peak memory; synthetic CIFAR-shaped data.")
+    bench.add_argument("--pairs", nargs="+", default=None, metavar="TEACHER:STUDENT[:METHOD]",
+                       help="cases (default: resnet32x4:resnet8x4 kd and crd, wrn_40_2:wrn_16_2, ResNet50:MobileNetV2)")
+    bench.add_argument("--methods", nargs="+", default=None, help="run every pair with each of these methods")
+    bench.add_argument("--batch-size", type=positive_int, default=64)
+    bench.add_argument("--steps", type=positive_int, default=50, help="timed steps per pipeline")
+    bench.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--data-path", choices=["auto", "gpu", "cpu"], default="auto",
+                       help="ours: data resident on the training device (gpu) or DataLoader workers (cpu)")
+    bench.add_argument("--no-amp", dest="amp", action="store_false", help="ours without bf16 autocast")
+    bench.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    bench.add_argument("--compile", action="store_true", help="ours with torch.compile (eager fallback)")
+    bench.add_argument("--num-images", type=positive_int, default=50000, help="synthetic training images")
+    bench.add_argument("--workers", type=int, default=None, help="seed pipeline's DataLoader workers (default 8)")
     return parser
 
 
