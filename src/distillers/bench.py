@@ -225,13 +225,13 @@ def _loader_rate(loader: Iterable[dict[str, Tensor]], settings: Settings) -> flo
     return settings.steps * settings.batch_size / seconds
 
 
-def _needs(case: Case) -> tuple[bool, bool]:
-    method_cls = METHODS.get(case.method)
-    return method_cls.needs_index or method_cls.needs_contrast, method_cls.needs_contrast
+def _needs(case: Case, options: MethodOptions) -> tuple[bool, bool]:
+    needs_index, needs_contrast = METHODS.get(case.method).data_needs(options)
+    return needs_index or needs_contrast, needs_contrast
 
 
 def _contrast(labels: np.ndarray, case: Case, settings: Settings) -> ContrastSampler | None:
-    needs_contrast = _needs(case)[1]
+    needs_contrast = _needs(case, settings.options)[1]
     return ContrastSampler(labels, settings.options.nce_k, settings.options.mode, seed=settings.seed) \
         if needs_contrast else None
 
@@ -243,7 +243,7 @@ def _worker_loader(images: np.ndarray, labels: np.ndarray, case: Case, settings:
     ``fast`` (ours with ``--data-path cpu``) pins memory on CUDA and keeps the workers across epochs.
     """
     base = ArrayImages(images, labels, train_transform(CIFAR100_MEAN, CIFAR100_STD))
-    dataset = SampledDataset(base, _needs(case)[0], _contrast(labels, case, settings), settings.seed)
+    dataset = SampledDataset(base, _needs(case, settings.options)[0], _contrast(labels, case, settings), settings.seed)
     # drop_last: every timed step has a full batch (images/s counts steps * batch_size; no recompile on shape)
     return DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=settings.workers,
                       drop_last=True, pin_memory=fast and settings.device.type == "cuda",
@@ -293,7 +293,7 @@ def _run_ours(case: Case, images: np.ndarray, labels: np.ndarray, settings: Sett
         objective = objective.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(objective, default_lr(case.student), fused=True)
     if settings.data_path == "gpu":
-        with_index = _needs(case)[0]
+        with_index = _needs(case, settings.options)[0]
         loader: Any = GpuLoader(images, labels, settings.batch_size, device=device, mean=CIFAR100_MEAN,
                                 std=CIFAR100_STD, seed=settings.seed, with_index=with_index,
                                 contrast=_contrast(labels, case, settings), channels_last=settings.channels_last,

@@ -79,7 +79,7 @@ def test_a_single_view_method_with_the_strong_view_is_marked_outside_the_crd_pro
     assert distill(setup, "--method", "kd") == 0
     assert distill(setup, "--method", "kd", "--augment", "strong") == 0
     plain = read_run(out, "S-resnet8_T-resnet8_cifar100_kd_r-0.1_a-0.9_b-0_trial-1")[0]
-    strong = read_run(out, "S-resnet8_T-resnet8_cifar100_kd_r-0.1_a-0.9_b-0_trial-1_aug-strong")[0]
+    strong = read_run(out, "S-resnet8_T-resnet8_cifar100_kd_r-0.1_a-0.9_b-0_trial-1_strong-aug")[0]
     assert (plain["protocol"], plain["augment"]) == ("crd", "standard")
     assert (strong["protocol"], strong["augment"]) == ("strong-aug", "strong")
 

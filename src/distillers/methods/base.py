@@ -97,6 +97,11 @@ class Method(nn.Module):
     protocol: ClassVar[str] = "crd"  # training protocol of the published numbers (reports flag other ones)
 
     @classmethod
+    def data_needs(cls, options: MethodOptions) -> tuple[bool, bool]:
+        """``(needs_index, needs_contrast)`` for these options (CRD's queue mode needs neither)."""
+        return cls.needs_index, cls.needs_contrast
+
+    @classmethod
     def build(cls, pair: Pair) -> "Method":
         """Construct the method for a pair; raise UserError before training when the pair is unsupported."""
         return cls()

@@ -1,7 +1,8 @@
 """CRD: Tian, Krishnan, Isola, "Contrastive Representation Distillation", ICLR 2020, arXiv 1910.10699.
 
 Student and teacher embeddings are contrasted against a memory bank of the other network's past embeddings with
-an NCE objective; K negatives per sample come from the data loader (``distillers.data.sampling``).
+an NCE objective; K negatives per sample come from the data loader (``distillers.data.sampling``). Our extension,
+``--method-opt crd_memory=queue``, replaces the bank with two fixed-size FIFO queues (``docs/crd_memory.md``).
 """
 
 from __future__ import annotations
@@ -11,18 +12,34 @@ import math
 import torch
 from torch import Tensor, nn
 
-from distillers.engine.distributed import all_gather, all_mean
+from distillers.engine.distributed import all_gather, all_mean, world_size
 from distillers.errors import UserError
 from distillers.methods import METHODS
-from distillers.methods.base import Method, Pair, Step, Weights, unsupported
+from distillers.methods.base import Method, MethodOptions, Pair, Step, Weights, unsupported
 from distillers.methods.common import LinearEmbed, flat_dim
 
 _NCE_EPS = 1e-7
+MEMORY_MODES = ("bank", "queue")  # --method-opt crd_memory=...; bank is the published CRD
 
 
 def _l2_normalize(x: Tensor) -> Tensor:
     """``x / ||x||`` along dim 1 without an eps, as RepDistiller's ``Normalize``."""
     return x / x.pow(2).sum(1, keepdim=True).pow(0.5)
+
+
+def _uniform_rows(rows: int, feat_dim: int) -> Tensor:
+    """RepDistiller's memory init: uniform in ``[-a, a]``, ``a = 1/sqrt(feat_dim/3)`` (rows of unit norm on average)."""
+    bound = 1.0 / math.sqrt(feat_dim / 3)
+    return torch.rand(rows, feat_dim).mul_(2 * bound).add_(-bound)
+
+
+def memory_mode(options: MethodOptions) -> str:
+    """The ``crd_memory`` option (``bank`` unless given); a UserError names an unknown value."""
+    mode = options.extra.get("crd_memory", "bank")
+    if mode not in MEMORY_MODES:
+        raise UserError(f"unknown --method-opt crd_memory={mode}; choose bank (the published CRD, the default) "
+                        f"or queue (fixed-size FIFO negatives)")
+    return mode
 
 
 def nce_loss(scores: Tensor, n_data: int) -> Tensor:
@@ -46,9 +63,8 @@ class ContrastMemory(nn.Module):
         super().__init__()
         self.n_data = n_data
         self.register_buffer("params", torch.tensor([nce_k, nce_t, -1.0, -1.0, nce_m]))
-        bound = 1.0 / math.sqrt(feat_dim / 3)
-        self.register_buffer("memory_v1", torch.rand(n_data, feat_dim).mul_(2 * bound).add_(-bound))
-        self.register_buffer("memory_v2", torch.rand(n_data, feat_dim).mul_(2 * bound).add_(-bound))
+        self.register_buffer("memory_v1", _uniform_rows(n_data, feat_dim))
+        self.register_buffer("memory_v2", _uniform_rows(n_data, feat_dim))
 
     def forward(self, v_s: Tensor, v_t: Tensor, index: Tensor, contrast_index: Tensor) -> tuple[Tensor, Tensor]:
         """Scores ``P_s, P_t`` (B x (K+1)) of both embeddings against the other side's memory, then update it."""
@@ -79,6 +95,54 @@ class ContrastMemory(nn.Module):
         memory.index_copy_(0, index, rows / rows.pow(2).sum(1, keepdim=True).pow(0.5))
 
 
+class ContrastQueue(nn.Module):
+    """Our extension (not in the paper or RepDistiller): two FIFO queues of the last ``nce_k`` student
+    (``queue_v1``) and teacher (``queue_v2``) embeddings replace the ``n_data``-row bank, so memory is O(nce_k).
+
+    Every sample is contrasted with the whole queue (as MoCo); its positive is the other network's current
+    embedding of the same sample, detached (the bank's positive is that sample's momentum-averaged memory row).
+    The NCE noise is uniform over the queue (``Pn = 1/nce_k``) and ``Z = nce_k * mean(exp(s/T))`` is estimated on
+    the first batch and frozen, as in the bank (the population size cancels in the NCE ratios up to the eps).
+    ``params`` holds ``[K, T, Z_s, Z_t]``; one pointer serves both queues. All state is buffers (resume).
+    """
+
+    def __init__(self, feat_dim: int, nce_k: int, nce_t: float) -> None:
+        super().__init__()
+        self.nce_k = nce_k
+        self.register_buffer("params", torch.tensor([nce_k, nce_t, -1.0, -1.0]))
+        # The bank's init, so that Z is estimated against negatives of the same scale as in bank mode.
+        self.register_buffer("queue_v1", _uniform_rows(nce_k, feat_dim))
+        self.register_buffer("queue_v2", _uniform_rows(nce_k, feat_dim))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    def forward(self, v_s: Tensor, v_t: Tensor) -> tuple[Tensor, Tensor]:
+        """Scores ``P_s, P_t`` (B x (1 + nce_k)) against the positive and the other side's queue, then enqueue."""
+        temperature = self.params[1].clone()
+        # Copies: autograd saves the negatives for the backward, and the buffers are overwritten below.
+        negatives_t, negatives_s = self.queue_v2.clone(), self.queue_v1.clone()
+        positive_s = (v_s * v_t.detach()).sum(1, keepdim=True)
+        positive_t = (v_t * v_s.detach()).sum(1, keepdim=True)
+        out_s = torch.exp(torch.cat([positive_s, v_s @ negatives_t.t()], dim=1) / temperature)
+        out_t = torch.exp(torch.cat([positive_t, v_t @ negatives_s.t()], dim=1) / temperature)
+        with torch.no_grad():
+            z_s = torch.where(self.params[2] < 0, all_mean(out_s.mean()) * self.nce_k, self.params[2])
+            z_t = torch.where(self.params[3] < 0, all_mean(out_t.mean()) * self.nce_k, self.params[3])
+            self.params[2:4] = torch.stack([z_s, z_t])
+            # Under DDP every rank enqueues every rank's samples, so all ranks keep identical queues.
+            self._enqueue(all_gather(v_s.detach()), all_gather(v_t.detach()))
+        return out_s / z_s, out_t / z_t
+
+    def _enqueue(self, v_s: Tensor, v_t: Tensor) -> None:
+        """Write the batch at the pointer (wrapping around the ring) and advance it, without a host sync."""
+        batch = v_s.shape[0]
+        if batch > self.nce_k:
+            raise ValueError(f"a (global) batch of {batch} does not fit the CRD queue of {self.nce_k}")
+        slots = (self.queue_ptr + torch.arange(batch, device=self.queue_ptr.device)) % self.nce_k
+        self.queue_v1.index_copy_(0, slots, v_s.to(self.queue_v1.dtype))
+        self.queue_v2.index_copy_(0, slots, v_t.to(self.queue_v2.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + batch) % self.nce_k)
+
+
 @METHODS.register("crd")
 class CRD(Method):
     """Contrastive representation distillation on the pooled embedding ``feats[-1]``.
@@ -88,52 +152,88 @@ class CRD(Method):
     the memory is updated in the same forward, after scoring. Deviations: the negatives always come from the
     loader (``step.contrast_index``; no in-module alias sampler); Z is set without a host sync (``torch.where`` on
     the device instead of ``.item()``: same value); the scores are computed in float32 even under autocast
-    (``exp(s / 0.07)`` overflows float16).
+    (``exp(s / 0.07)`` overflows float16). Extension: ``memory="queue"`` (``ContrastQueue``, not the published
+    method) needs neither sample indices nor contrast indices (``data_needs``).
     """
 
     name = "crd"
     paper = "Contrastive Representation Distillation (Tian et al., ICLR 2020, arXiv 1910.10699)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=0.8)
     weights_note = "seed run script: -a 0 -b 0.8 (CRD+KD: -a 1)"
+    # The default (bank) mode's needs; ``data_needs(options)`` gives them for a given memory mode.
     needs_index = True
     needs_contrast = True
 
     def __init__(self, s_dim: int, t_dim: int, feat_dim: int = 128, n_data: int = 50000, nce_k: int = 16384,
-                 nce_t: float = 0.07, nce_m: float = 0.5) -> None:
+                 nce_t: float = 0.07, nce_m: float = 0.5, memory: str = "bank") -> None:
         super().__init__()
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"CRD memory must be one of {MEMORY_MODES}, got {memory!r}")
         self.embed_s = LinearEmbed(s_dim, feat_dim)
         self.embed_t = LinearEmbed(t_dim, feat_dim)
-        self.contrast = ContrastMemory(feat_dim, n_data, nce_k, nce_t, nce_m)
+        self.memory = memory
         self.nce_k = nce_k
-        self.n_data = n_data
+        if memory == "bank":
+            self.contrast: ContrastMemory | ContrastQueue = ContrastMemory(feat_dim, n_data, nce_k, nce_t, nce_m)
+            self.noise_size = n_data  # uniform noise over the training set
+        else:
+            self.contrast = ContrastQueue(feat_dim, nce_k, nce_t)
+            self.noise_size = nce_k  # uniform noise over the queue: nothing here grows with n_data
+            # Recorded in config.json: reports keep these runs in their own row, never compared with published CRD.
+            self.protocol = "crd-queue"
+
+    @classmethod
+    def data_needs(cls, options: MethodOptions) -> tuple[bool, bool]:
+        """``(needs_index, needs_contrast)`` for these options: the queue mode needs neither (plain batches)."""
+        bank = memory_mode(options) == "bank"
+        return bank, bank
 
     @classmethod
     def build(cls, pair: Pair) -> "CRD":
         opts = pair.options
+        memory = memory_mode(opts)
         if opts.mode not in ("exact", "relax"):
             raise UserError(f"unknown CRD sampling mode {opts.mode!r}; choose exact or relax")
-        # Negatives are drawn from the other classes (balanced classes assumed, as CIFAR/Tiny-ImageNet).
-        available = pair.num_data - math.ceil(pair.num_data / pair.num_classes)
-        if not 0 < opts.nce_k <= available:
-            raise unsupported(cls.name, pair, f"--nce_k {opts.nce_k} needs 1..{available} negatives per sample "
-                                              f"(a {pair.num_data}-sample training set); lower --nce_k")
+        if memory == "queue":
+            if opts.nce_k < 1:
+                raise unsupported(cls.name, pair, f"--nce_k {opts.nce_k} must be a positive queue length")
+        else:
+            # Negatives are drawn from the other classes (balanced classes assumed, as CIFAR/Tiny-ImageNet).
+            available = pair.num_data - math.ceil(pair.num_data / pair.num_classes)
+            if not 0 < opts.nce_k <= available:
+                raise unsupported(cls.name, pair, f"--nce_k {opts.nce_k} needs 1..{available} negatives per sample "
+                                                  f"(a {pair.num_data}-sample training set); lower --nce_k")
         return cls(flat_dim(pair.student_shapes[-1]), flat_dim(pair.teacher_shapes[-1]), opts.feat_dim,
-                   pair.num_data, opts.nce_k, opts.nce_t, opts.nce_m)
+                   pair.num_data, opts.nce_k, opts.nce_t, opts.nce_m, memory)
 
-    def loss(self, f_s: Tensor, f_t: Tensor, index: Tensor, contrast_index: Tensor) -> Tensor:
-        """NCE loss of both sides for features ``f_s``, ``f_t``, sample ``index`` (B,) and ``contrast_index``."""
-        if contrast_index.shape[1] != self.nce_k + 1:
+    def check_batch_size(self, batch_size: int) -> None:
+        """Queue mode: the queue length must be a multiple of the global batch (as RRD), so batches never split."""
+        if self.memory != "queue":
+            return
+        world = world_size()
+        if batch_size < 1 or self.nce_k % (batch_size * world):
+            size = f"the batch size ({batch_size})" if world == 1 else f"the global batch ({batch_size} x {world})"
+            raise UserError(f"crd with crd_memory=queue needs --nce_k ({self.nce_k}) to be a multiple of {size}; "
+                            f"change --nce_k or --batch_size")
+
+    def loss(self, f_s: Tensor, f_t: Tensor, index: Tensor | None = None,
+             contrast_index: Tensor | None = None) -> Tensor:
+        """NCE loss of both sides for features ``f_s``, ``f_t``; the bank also needs sample ``index`` (B,) and
+        ``contrast_index`` (B x (K+1)), the queue neither."""
+        if self.memory == "bank" and contrast_index.shape[1] != self.nce_k + 1:
             raise ValueError(f"contrast_index has {contrast_index.shape[1]} columns, CRD expects nce_k + 1 = "
                              f"{self.nce_k + 1}")
         with torch.autocast(f_s.device.type, enabled=False):
-            dtype = self.contrast.memory_v1.dtype
+            dtype = self.contrast.params.dtype
             v_s = _l2_normalize(self.embed_s(f_s.to(dtype)))
             v_t = _l2_normalize(self.embed_t(f_t.to(dtype)))
-            out_s, out_t = self.contrast(v_s, v_t, index, contrast_index)
-            return nce_loss(out_s, self.n_data) + nce_loss(out_t, self.n_data)
+            if self.memory == "bank":
+                out_s, out_t = self.contrast(v_s, v_t, index, contrast_index)
+            else:
+                out_s, out_t = self.contrast(v_s, v_t)
+            return nce_loss(out_s, self.noise_size) + nce_loss(out_t, self.noise_size)
 
     def forward(self, step: Step) -> Tensor:
-        if step.index is None or step.contrast_index is None:
+        if self.memory == "bank" and (step.index is None or step.contrast_index is None):
             raise ValueError("CRD needs step.index and step.contrast_index (the loader's CRD sampling)")
         return self.loss(step.feats_s[-1], step.feats_t[-1], step.index, step.contrast_index)
-

@@ -14,6 +14,7 @@ from distillers.objective import Distillation, InitStage
 from distillers.rundir import distill_run_name
 from distillers.tasks.common import (finish_line, make_loader, print_line, progress_from, run_guarded, sgd,
                                      stage_result, start)
+from distillers.tasks import speed
 from distillers.tasks.evaluate import load_model
 
 
@@ -29,10 +30,12 @@ def resolve_weights(cfg: RunConfig, default: Weights) -> Weights:
     return weights
 
 
-def sample_mode(method_cls: type) -> str:
-    if method_cls.needs_contrast:
+def sample_mode(method_cls: type[Method], options) -> str:
+    """What each training item must carry for the method: plain, with its index, or with CRD's contrast rows."""
+    needs_index, needs_contrast = method_cls.data_needs(options)
+    if needs_contrast:
         return "contrast"
-    return "index" if method_cls.needs_index else "plain"
+    return "index" if needs_index else "plain"
 
 
 def check_augment(cfg: RunConfig, method_cls: type) -> None:
@@ -67,7 +70,7 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
     # The strong view is built by CPU transforms (RandAugment, Cutout); a device-resident data path must not be
     # used with it, since it would rebuild batches from the raw arrays and drop ``image_strong``.
     train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download,
-                                              sample=sample_mode(method_cls), nce_k=options.nce_k, mode=options.mode,
+                                              sample=sample_mode(method_cls, options), nce_k=options.nce_k, mode=options.mode,
                                               augment=cfg.augment)
     # Everything that can be wrong is checked here, before the run directory exists or any training starts.
     teacher, teacher_name, _ = load_model(cfg.teacher_path, cfg.teacher, info.num_classes)
@@ -80,8 +83,8 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
     protocol = run_protocol(method, cfg.augment)
     name = cfg.name or distill_run_name(student_name, teacher_name, cfg.dataset, method_name, weights.gamma,
                                         weights.alpha, weights.beta, cfg.trial)
-    if cfg.name is None and protocol != method.protocol:  # keep a strong-view run out of its single-view twin's dir
-        name += "_aug-strong"
+    if cfg.name is None and protocol != method_cls.protocol:  # e.g. a strong-view or CRD-queue run: its own dir
+        name += f"_{protocol}"
     launch = start(cfg, name, {"task": "distill", "student": student_name, "teacher": teacher_name,
                                "method": method_name, "weights": vars(weights), "lr": lr,
                                "num_classes": info.num_classes, "protocol": protocol})
@@ -90,7 +93,9 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
         logger.info(f"--augment strong: {method_name} does not read the strong view's logits; the student still runs "
                     f"on it (its BatchNorm statistics see both views), so this run is marked protocol {protocol}")
     objective = Distillation(student, teacher, method, weights, options.kd_T).to(device)
-    train_loader = make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device)
+    speed.prepare([student, teacher], cfg, device)
+    train_loader = speed.train_loader(cfg, train_set, info, device,
+                                      make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device))
     test_loader = make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device)
 
     def payload() -> dict[str, Any]:
@@ -113,7 +118,8 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
         logger.info(f"teacher {teacher_name}: test top-1 {teacher_acc:.2f}%")
     schedule = StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate)
     common = dict(eval_model=student, train_loader=train_loader, test_loader=test_loader, device=device,
-                  logger=logger, checkpoint_payload=payload, seed=cfg.seed, max_steps=cfg.max_steps_per_epoch)
+                  logger=logger, checkpoint_payload=payload, seed=cfg.seed, max_steps=cfg.max_steps_per_epoch,
+                  amp=speed.amp_enabled(cfg, device))
 
     def body() -> dict[str, Any]:
         resumed_stage = resume.get("stage", "main") if resume is not None else None
