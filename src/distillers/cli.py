@@ -133,8 +133,8 @@ def add_method_flags(parser: argparse.ArgumentParser) -> None:
 def run_config(args: argparse.Namespace, task: str) -> RunConfig:
     """Turn parsed flags into the typed RunConfig saved with the run."""
     cfg = RunConfig(task=task)
-    for key in ("dataset", "data_dir", "download", "workers", "augment", "data_path", "amp", "compile", "epochs", "batch_size", "lr", "lr_decay_epochs",
-                "lr_decay_rate", "weight_decay", "momentum", "out", "name", "trial", "seed", "device", "resume",
+    for key in ("dataset", "data_dir", "download", "workers", "augment", "data_path", "amp", "compile", "epochs",
+                "batch_size", "lr", "lr_decay_epochs", "lr_decay_rate", "weight_decay", "momentum", "out", "name", "trial", "seed", "device", "resume",
                 "overwrite", "save_freq", "max_steps_per_epoch", "model", "student", "teacher", "method", "gamma",
                 "alpha", "beta"):
         if hasattr(args, key):
@@ -287,9 +287,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad flags end in one line naming the problem and where help is, exit code 2 (no usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"distillers: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="distillers", formatter_class=formatter,
         description="Knowledge distillation for image classification: train teachers, distil students with 16+ "
                     "methods (KD, FitNet, AT, ..., CRD, ICD, RRD), transfer, and report the paper tables.",

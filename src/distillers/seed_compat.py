@@ -25,7 +25,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight_decay", type=float, default=5e-4)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--dataset", type=str, default="cifar100")
-    parser.add_argument("--trial", type=str, default="1")
+    parser.add_argument("-t", "--trial", type=str, default="1", help="experiment id (-t: the seed's train_teacher.py)")
     parser.add_argument("--data_dir", type=str, default="./data")
     parser.add_argument("--download", action="store_true")
     parser.add_argument("--device", type=str, default="auto")
@@ -62,7 +62,9 @@ def train_student(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--path_t", type=str, required=True, help="teacher checkpoint")
     parser.add_argument("--model_s", type=str, default="resnet8")
     parser.add_argument("--distill", type=str, default="kd")
-    parser.add_argument("-r", "--gamma", type=float, default=None, help="weight for classification (seed: 1)")
+    # The seed's -r defaults to 1 for every method (so `--distill kd -a 0.9 -b 0` means r=1 there and here); its
+    # -a/-b have no usable default, so when omitted the method's seed run-script weights are used.
+    parser.add_argument("-r", "--gamma", type=float, default=1.0, help="weight for classification")
     parser.add_argument("-a", "--alpha", type=float, default=None, help="weight balance for KD")
     parser.add_argument("-b", "--beta", type=float, default=None, help="weight balance for other losses")
     parser.add_argument("--kd_T", type=float, default=4)
@@ -71,12 +73,15 @@ def train_student(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nce_k", type=int, default=16384)
     parser.add_argument("--nce_t", type=float, default=0.07)
     parser.add_argument("--nce_m", type=float, default=0.5)
+    parser.add_argument("--nce_t_s", type=float, default=0.04, help="RRD student temperature")
+    parser.add_argument("--nce_t_t", type=float, default=0.1, help="RRD teacher temperature")
     parser.add_argument("--hint_layer", type=int, default=2, choices=[0, 1, 2, 3, 4])
     args = parser.parse_args(argv)
     argv_out = ["distill", "--teacher", args.path_t, "--student", args.model_s, "--method", args.distill,
                 "--init-epochs", str(args.init_epochs), "--kd-T", str(args.kd_T), "--feat-dim", str(args.feat_dim),
                 "--mode", args.mode, "--nce-k", str(args.nce_k), "--nce-t", str(args.nce_t), "--nce-m",
-                str(args.nce_m), "--hint-layer", str(args.hint_layer),
+                str(args.nce_m), "--nce-t-s", str(args.nce_t_s), "--nce-t-t", str(args.nce_t_t),
+                "--hint-layer", str(args.hint_layer),
                 *_forward_common(args, "./save/student_model")]
     for flag, value in (("-r", args.gamma), ("-a", args.alpha), ("-b", args.beta)):
         if value is not None:

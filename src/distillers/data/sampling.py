@@ -65,9 +65,9 @@ class ContrastSampler:
 class SampledDataset(Dataset):
     """Items as dicts: ``image``, ``target``, plus ``index`` (index/contrast) and ``contrast_index`` (contrast).
 
-    Contrast rows come from a numpy generator per process: seeded from ``seed`` in the main process and from
-    ``(seed, worker seed)`` in a DataLoader worker, so workers never repeat each other's draws and a seeded
-    loader gives the same rows run after run.
+    Contrast rows come from a numpy generator per process and epoch: seeded from ``(seed, epoch)`` in the main
+    process and from ``(seed, epoch, worker seed)`` in a DataLoader worker, so workers never repeat each other's
+    draws, a seeded loader gives the same rows run after run, and a resumed run draws what an uninterrupted one did.
     """
 
     def __init__(self, base: Dataset, with_index: bool = False, contrast: ContrastSampler | None = None,
@@ -76,6 +76,7 @@ class SampledDataset(Dataset):
         self.with_index = with_index or contrast is not None
         self.contrast = contrast
         self.seed = seed
+        self.epoch = 0
         self._rng: np.random.Generator | None = None
         self._rng_owner: tuple[int, int | None] | None = None
 
@@ -86,11 +87,16 @@ class SampledDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Restart the contrast draws from ``(seed, epoch)`` (the engine calls this before every epoch)."""
+        self.epoch = epoch
+        self._rng_owner = None
+
     def _generator(self) -> np.random.Generator:
         worker = get_worker_info()
         owner = (os.getpid(), worker.seed if worker is not None else None)
         if owner != self._rng_owner:  # first use in this process (forked workers inherit the parent's state)
-            entropy = [self.seed, 1] if worker is None else [self.seed, 1, worker.seed]
+            entropy = [self.seed, 1, self.epoch] + ([] if worker is None else [worker.seed])
             self._rng, self._rng_owner = np.random.default_rng(entropy), owner
         return self._rng
 

@@ -7,8 +7,11 @@ A checkpoint is a dict with ``model`` (a RepDistiller-compatible state dict), ``
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ from torch import nn
 
 from distillers.errors import UserError
 
+TMP_SUFFIX = ".tmp"  # ``.<name>.<random>.tmp``: a write in progress, or one a killed process left behind
+
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     """Write ``payload`` to ``path`` via a temporary file, fsync and rename: a crash never leaves half a file.
@@ -24,22 +29,24 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     A full disk or a read-only folder raises UserError and leaves any previous file at ``path`` intact.
     """
     path = Path(path)
+    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise UserError(f"cannot write checkpoint in {path.parent}: {error.strerror}") from error
-    try:
+        # Serialise in memory first: torch's zip writer turns a failing write (a full disk) into a RuntimeError
+        # whose text says nothing of the cause, while a plain write raises the OSError with its errno.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not save checkpoint {path}: {error.strerror or error}; "
-                        f"the previous checkpoint (if any) is intact") from error
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise UserError(f"could not save checkpoint {path}: {error.strerror or error}; the previous checkpoint "
+                            f"(if any) is intact: free some space and rerun with --resume") from error
         raise
 
 
@@ -54,21 +61,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise UserError(f"checkpoint path is a directory, not a file: {path}")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an untrusted file can fail in many ways; none of them may escape as a traceback
-        text = str(error).strip()
-        if "Weights only load failed" in text:
-            detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "global" in line),
-                          "it references code")
-            raise UserError(f"refusing to load {path}: it is not a plain weights file and could run code when "
-                            f"unpickled ({detail[:160]})") from error
-        first = text.splitlines()[0][:160] if text else type(error).__name__
-        raise UserError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from error
+        raise UserError(_load_failure(path, error)) from error
     if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
         return blob
     if isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values()):
         return {"model": blob}
     raise UserError(f"{path} is not a model checkpoint: expected a dict with a 'model' state dict")
+
+
+def _load_failure(path: Path, error: Exception) -> str:
+    """One line saying why ``torch.load`` refused or failed to read ``path``."""
+    text = str(error).strip()
+    if "Weights only load failed" in text:
+        # torch's text: a generic paragraph, then the reason ("Unsupported global: GLOBAL posix.system ..."),
+        # then "Check the documentation ..."; keep only the reason.
+        paragraphs = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+        reasons = [part for part in paragraphs[1:] if not part.startswith("Check the documentation")]
+        detail = " ".join(reasons[0].split())[:160] if reasons else "it references code"
+        return (f"refusing to load {path}: it is not a plain weights file and could run code when unpickled "
+                f"({detail}); only load checkpoints from sources you trust, re-saved as plain tensors")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as read_error:
+        return f"cannot read checkpoint {path}: {read_error.strerror}"
+    first = (text.split(". ")[0].splitlines() or [""])[0][:160] or type(error).__name__
+    if head == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip format (PyTorch >= 1.6) or a pickle
+        return f"{path} is a damaged checkpoint (truncated or corrupt: {first}); save or download it again"
+    return f"{path} is not a PyTorch checkpoint (neither torch.save's zip format nor its legacy pickle format)"
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed process never finished (and return them)."""
+    stale = [path for path in Path(folder).glob(f".*{TMP_SUFFIX}") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def architecture_of(path: str | Path, checkpoint: dict[str, Any], names: list[str]) -> str | None:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from distillers.errors import UserError
 from distillers.rundir import METRICS, SUMMARY, read_json, write_json_atomic
+
+
+def _unwritable(path: Path, error: OSError) -> UserError:
+    return UserError(f"cannot write {path}: {error.strerror or error}; free some space (or fix the folder) and "
+                     f"rerun with --resume")
 
 
 class RunLogger:
@@ -28,9 +36,12 @@ class RunLogger:
     def epoch(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.run_dir / METRICS, "a") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
+        try:
+            with open(self.run_dir / METRICS, "a") as handle:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+                handle.flush()
+        except OSError as error:
+            raise _unwritable(self.run_dir / METRICS, error) from error
         if self._writer is not None:
             step = record["epoch"] if record.get("stage", "main") == "main" else -record["epoch"]
             for key, value in record.items():
@@ -46,13 +57,22 @@ class RunLogger:
         stages = ["init", "main"]
         kept = []
         for line in path.read_text().splitlines():
-            if not line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # blank, or the torn last line of a killed process
                 continue
-            record = json.loads(line)
             rank = stages.index(record.get("stage", "main")), record["epoch"]
             if rank <= (stages.index(stage), epoch):
                 kept.append(line)
-        path.write_text("".join(line + "\n" for line in kept))
+        # Through a temporary file and a rename: a kill now must not lose the records of the earlier epochs.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.run_dir)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+        except OSError as error:
+            Path(tmp).unlink(missing_ok=True)
+            raise _unwritable(path, error) from error
 
     def summary(self, **values: Any) -> dict[str, Any]:
         """Merge ``values`` into summary.json (atomically) and return the whole summary."""
@@ -60,7 +80,10 @@ class RunLogger:
         current = read_json(path) if path.exists() else {}
         current.update(values)
         if self.enabled:
-            write_json_atomic(path, current)
+            try:
+                write_json_atomic(path, current)
+            except OSError as error:
+                raise _unwritable(path, error) from error
         return current
 
     def info(self, message: str) -> None:

@@ -155,6 +155,8 @@ class Progress:
     best_acc: float = 0.0
     best_epoch: int = 0
     partial: Tensor | None = None  # running train sums of the interrupted epoch
+    partial_terms: dict[str, Tensor] | None = None  # running sums of each loss term of the interrupted epoch
+    rng: dict[str, Any] | None = None  # RNG states at the interruption, restored to replay the rest of the epoch
 
 
 class Trainer:
@@ -197,7 +199,8 @@ class Trainer:
         payload = self.checkpoint_payload()
         payload.update({"epoch": progress.epoch, "accuracy": accuracy, "best_acc": progress.best_acc,
                         "best_epoch": progress.best_epoch, "stage": progress.stage, "step_in_epoch": progress.step,
-                        "partial": progress.partial, "optimizer": self.optimizer.state_dict(), "rng": rng_state()})
+                        "partial": progress.partial, "partial_terms": progress.partial_terms,
+                        "optimizer": self.optimizer.state_dict(), "rng": rng_state()})
         for name in names:
             save_checkpoint(payload, self.logger.run_dir / name)
 
@@ -211,10 +214,11 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 train = self._train_epoch(epoch, progress, stop)
-                progress.step, progress.partial = 0, None
+                progress.step, progress.partial, progress.partial_terms = 0, None, None
                 test = evaluate(self.eval_model, self.test_loader, self.device, self.autocast)
                 progress.epoch = epoch
-                is_best = test["test_acc"] > progress.best_acc
+                # The first epoch always sets the best (best.pt exists even while the accuracy is still 0).
+                is_best = progress.best_epoch == 0 or test["test_acc"] > progress.best_acc
                 if is_best:
                     progress.best_acc, progress.best_epoch = test["test_acc"], epoch
                 record = {"stage": self.stage, "epoch": epoch, "lr": lr, **train, **test,
@@ -227,6 +231,8 @@ class Trainer:
                 if self.save_freq and epoch % self.save_freq == 0 and self.stage == "main":
                     names.append(f"ckpt_epoch_{epoch}.pt")
                 self._save(progress, test["test_acc"], names)
+                if stop.requested:  # arrived during evaluation or saving: last.pt already holds this epoch
+                    raise Interrupted(stop.requested)
         return progress
 
     def _train_epoch(self, epoch: int, progress: Progress, stop: StopSignals) -> dict[str, float]:
@@ -242,10 +248,20 @@ class Trainer:
                 sampler.set_epoch(epoch, skip=progress.step * batch_size)
             except TypeError:  # e.g. torch's DistributedSampler has no skip
                 sampler.set_epoch(epoch)
+        dataset = getattr(self.train_loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):  # per-epoch random draws inside the dataset (CRD's contrast rows)
+            dataset.set_epoch(epoch)
+        batches = iter(self.train_loader)  # creating the iterator draws from the torch RNG
+        if progress.rng is not None:
+            # Mid-epoch resume: continue the RNG streams where the interrupted run stopped, so the remaining
+            # batches get the augmentations an uninterrupted run would have given them.
+            set_rng_state(progress.rng)
+            progress.rng = None
         # Running sums on the device (loss, top-1, count, first bad step), read once per log interval.
         sums = progress.partial.to(self.device) if progress.partial is not None else \
             torch.zeros(3, dtype=torch.float64, device=self.device)
-        term_sums: dict[str, Tensor] = {}
+        term_sums: dict[str, Tensor] = {name: value.to(self.device) for name, value in
+                                        (progress.partial_terms or {}).items()}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         total = len(self.train_loader) + progress.step
         if self.max_steps is not None:
@@ -257,7 +273,7 @@ class Trainer:
             bar = tqdm(total=total, initial=progress.step, desc=f"{self.stage} {epoch}", leave=False,
                        disable=None if self.show_progress is None else not self.show_progress, unit="batch")
         step = progress.step
-        for batch in self.train_loader:
+        for batch in batches:
             if step >= total:
                 break
             batch = to_device(batch, self.device)
@@ -288,9 +304,9 @@ class Trainer:
             if stop.requested:
                 if bar is not None:
                     bar.close()
-                progress.step, progress.partial = step, sums.cpu()
+                terms_cpu = {name: value.cpu() for name, value in term_sums.items()}
                 self._save(Progress(self.stage, epoch - 1, step, progress.best_acc, progress.best_epoch,
-                                    sums.cpu()), None, [LAST])
+                                    sums.cpu(), terms_cpu), None, [LAST])
                 raise Interrupted(stop.requested)
         if bar is not None:
             bar.close()
@@ -308,6 +324,8 @@ class Trainer:
     def _stop_non_finite(self, epoch: int, step: int, progress: Progress) -> None:
         reason = f"the loss became NaN or infinite at epoch {epoch}, step {step} ({self.stage} stage)"
         self.logger.summary(status="failed", reason=reason)
-        last = progress.epoch if progress.epoch else 0
-        raise NonFiniteLoss(f"{reason}; the last good checkpoint (epoch {last}) is kept in "
-                            f"{self.logger.run_dir}; lower --lr or check the inputs")
+        last = self.logger.run_dir / LAST
+        kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
+        if progress.epoch:
+            kept += f" ({self.stage} epoch {progress.epoch})"
+        raise NonFiniteLoss(f"{reason}; {kept}; lower --lr or check the inputs")

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from distillers.config import RunConfig
-from distillers.engine.checkpoint import load_checkpoint
+from distillers.engine.checkpoint import load_checkpoint, remove_stale_temporaries
 from distillers.engine.logging import RunLogger
 from distillers.engine.sampler import EpochSampler
 from distillers.engine.trainer import Interrupted, NonFiniteLoss, Progress, StepSchedule, Trainer, resolve_device
@@ -28,7 +28,10 @@ def prepare_run_dir(cfg: RunConfig, name: str) -> Path:
     occupied = run_dir.exists() and any(run_dir.iterdir())
     if cfg.resume:
         if not (run_dir / LAST).exists():
-            raise UserError(f"nothing to resume: {run_dir / LAST} does not exist (drop --resume to start a new run)")
+            again = "start it again with --overwrite" if occupied else "drop --resume to start a new run"
+            raise UserError(f"nothing to resume: {run_dir / LAST} does not exist (the run stopped before its first "
+                            f"checkpoint); {again}")
+        remove_stale_temporaries(run_dir)  # half-written checkpoints of a killed process
         return run_dir
     if occupied:
         if not cfg.overwrite:
@@ -49,8 +52,12 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, se
                 device: torch.device, rank: int = 0, world_size: int = 1) -> DataLoader:
     """A DataLoader whose order depends only on (seed, epoch), so resume is exact and DDP shards it."""
     sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size)
+    # Training workers start afresh every epoch: each is then seeded from the torch RNG the engine has just
+    # reseeded from (seed, epoch), so augmentations too depend only on (seed, epoch) and a resumed run matches an
+    # uninterrupted one. Persistent workers would keep the streams of the process's first epoch (the cost of a
+    # restart is a fork per worker and epoch). Test-time transforms draw nothing, so those workers persist.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0 and not train, drop_last=False)
 
 
 def sgd(parameters: Iterable[nn.Parameter], cfg: RunConfig, lr: float, device: torch.device) -> torch.optim.SGD:
@@ -66,13 +73,24 @@ def read_resume(run_dir: Path) -> dict[str, Any]:
     return load_checkpoint(run_dir / LAST)
 
 
+def load_optimizer(optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any], run_dir: Path) -> None:
+    """Restore the optimiser of a resumed run; a checkpoint written with other settings is a user error."""
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (KeyError, ValueError) as error:
+        raise UserError(f"{run_dir / LAST} holds no optimiser state for this run (written with other settings?); "
+                        f"resume with the original command, or start over with --overwrite") from error
+
+
 def progress_from(checkpoint: dict[str, Any] | None, stage: str) -> Progress | None:
     """The Progress to continue ``stage`` from, or None when the checkpoint belongs to another stage."""
     if checkpoint is None or checkpoint.get("stage", "main") != stage:
         return None
-    return Progress(stage=stage, epoch=int(checkpoint.get("epoch") or 0), step=int(checkpoint.get("step_in_epoch")
-                    or 0), best_acc=float(checkpoint.get("best_acc") or 0.0),
-                    best_epoch=int(checkpoint.get("best_epoch") or 0), partial=checkpoint.get("partial"))
+    step = int(checkpoint.get("step_in_epoch") or 0)
+    return Progress(stage=stage, epoch=int(checkpoint.get("epoch") or 0), step=step,
+                    best_acc=float(checkpoint.get("best_acc") or 0.0),
+                    best_epoch=int(checkpoint.get("best_epoch") or 0), partial=checkpoint.get("partial"),
+                    partial_terms=checkpoint.get("partial_terms"), rng=checkpoint.get("rng") if step else None)
 
 
 @dataclass
@@ -86,20 +104,31 @@ class Launch:
     resume: dict[str, Any] | None
 
 
-def start(cfg: RunConfig, name: str, config_extra: dict[str, Any]) -> Launch:
-    """Validate, open the run directory, write config.json, and load the resume checkpoint if any."""
+def start(cfg: RunConfig, name: str, config_extra: dict[str, Any],
+          check_resume: Callable[[dict[str, Any], str], None] | None = None) -> Launch:
+    """Validate, open the run directory, write config.json, and load the resume checkpoint if any.
+
+    ``check_resume(checkpoint, path)`` vets a resume checkpoint (raising UserError) before anything is written.
+    """
     cfg.validate()
     device = resolve_device(cfg.device)
     run_dir = prepare_run_dir(cfg, name)
     resume = read_resume(run_dir) if cfg.resume else None
+    if resume is not None and check_resume is not None:
+        check_resume(resume, str(run_dir / LAST))
     logger = RunLogger(run_dir)
     if resume is None:
         write_json_atomic(run_dir / CONFIG, {**cfg.to_dict(), **config_extra, "name": name,
                                              "torch": torch.__version__, "device_name": device_name(device)})
         logger.summary(status="running", epochs=cfg.epochs, started=time.time())
     else:
-        logger.summary(status="running")
-        logger.info(f"resuming {run_dir} from {resume.get('stage', 'main')} epoch {resume.get('epoch')}")
+        stage, epoch = resume.get("stage", "main"), int(resume.get("epoch") or 0)
+        # Records written after the checkpoint (an epoch whose save was cut short) are redone by this run.
+        logger.truncate_after(stage, epoch)
+        logger.summary(status="running", reason=None)
+        step = int(resume.get("step_in_epoch") or 0)
+        logger.info(f"resuming {run_dir} from {stage} epoch {epoch}" + (f", step {step} of epoch {epoch + 1}"
+                                                                         if step else ""))
     return Launch(cfg, run_dir, device, logger, resume)
 
 
@@ -116,22 +145,32 @@ def run_guarded(launch: Launch, body: Callable[[], dict[str, Any]]) -> dict[str,
     try:
         result = body()
     except Interrupted as signal_name:
-        logger.summary(status="interrupted", reason=f"stopped by {signal_name}")
-        logger.close()
+        _record_end(logger, status="interrupted", reason=f"stopped by {signal_name}")
         raise UserError(f"interrupted by {signal_name}; checkpoint saved in {launch.run_dir / LAST}; resume with "
                         f"the same command plus --resume") from None
-    except NonFiniteLoss:
-        logger.close()
-        raise
     except BaseException as error:
-        if not isinstance(error, UserError):
-            logger.summary(status="failed", reason=f"{type(error).__name__}: {error}")
-        logger.close()
+        if isinstance(error, KeyboardInterrupt):  # a second signal: stopped at once, last.pt is the previous one
+            _record_end(logger, status="interrupted", reason="stopped by a second signal")
+        elif isinstance(error, NonFiniteLoss):  # the engine already recorded where the loss broke
+            _record_end(logger)
+        else:
+            reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            _record_end(logger, status="failed", reason=reason)
         raise
     wall = time.perf_counter() - started
     summary = logger.summary(status="finished", wall_time_s=round(wall, 1), **result)
     logger.close()
     return summary
+
+
+def _record_end(logger: RunLogger, **values: Any) -> None:
+    """Record how a run ended in summary.json when the disk allows (a full disk must not hide the real error)."""
+    try:
+        if values:
+            logger.summary(**values)
+    except (OSError, UserError):
+        pass
+    logger.close()
 
 
 def finish_line(task: str, run_dir: Path, summary: dict[str, Any]) -> str:

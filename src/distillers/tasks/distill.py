@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from distillers.config import RunConfig
-from distillers.engine.trainer import StepSchedule, Trainer, evaluate, set_rng_state
+from distillers.engine.checkpoint import load_weights
+from distillers.engine.trainer import StepSchedule, Trainer, evaluate, seed_everything, set_rng_state
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair, Weights
 from distillers.methods.base import Method
@@ -73,7 +74,8 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
                                               sample=sample_mode(method_cls, options), nce_k=options.nce_k, mode=options.mode,
                                               augment=cfg.augment)
     # Everything that can be wrong is checked here, before the run directory exists or any training starts.
-    teacher, teacher_name, _ = load_model(cfg.teacher_path, cfg.teacher, info.num_classes)
+    teacher, teacher_name, _ = load_model(cfg.teacher_path, cfg.teacher, info.num_classes, "--teacher-arch")
+    seed_everything(cfg.seed)  # the student's and the method's initial weights follow --seed
     student = create_model(student_name, info.num_classes)
     pair = Pair(student=student, teacher=teacher, student_name=student_name, teacher_name=teacher_name,
                 num_classes=info.num_classes, num_data=info.num_train, input_size=info.input_size, options=options)
@@ -85,9 +87,18 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
                                         weights.alpha, weights.beta, cfg.trial)
     if cfg.name is None and protocol != method_cls.protocol:  # e.g. a strong-view or CRD-queue run: its own dir
         name += f"_{protocol}"
+    def check_resume(checkpoint: dict[str, Any], path: str) -> None:
+        """Refuse a resume checkpoint of another student or method before the run directory is touched."""
+        load_weights(student, checkpoint["model"], path, student_name)
+        try:
+            method.load_state_dict(checkpoint["method_state"])
+        except (KeyError, RuntimeError) as error:
+            raise UserError(f"{path} does not hold the state of method {method_name} for this pair; resume with "
+                            f"the settings it was started with, or start again with --overwrite") from error
+
     launch = start(cfg, name, {"task": "distill", "student": student_name, "teacher": teacher_name,
                                "method": method_name, "weights": vars(weights), "lr": lr,
-                               "num_classes": info.num_classes, "protocol": protocol})
+                               "num_classes": info.num_classes, "protocol": protocol}, check_resume)
     device, logger, resume = launch.device, launch.logger, launch.resume
     if cfg.augment == "strong" and not getattr(method_cls, "needs_strong_view", False):
         logger.info(f"--augment strong: {method_name} does not read the strong view's logits; the student still runs "
@@ -106,9 +117,7 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
             state["teacher_state"] = teacher.state_dict()
         return state
 
-    if resume is not None:
-        student.load_state_dict(resume["model"])
-        method.load_state_dict(resume["method_state"])
+    if resume is not None:  # student and method state were loaded by check_resume
         if "teacher_state" in resume:
             teacher.load_state_dict(resume["teacher_state"])
         teacher_acc = logger.summary().get("teacher_acc")

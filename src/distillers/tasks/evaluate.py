@@ -14,13 +14,15 @@ from distillers.models import MODELS, create_model
 from distillers.tasks.common import make_loader
 
 
-def load_model(path: str | Path, arch: str | None, num_classes: int) -> tuple[nn.Module, str, dict[str, Any]]:
-    """Build the checkpoint's architecture (given, recorded, or from a RepDistiller folder name) and load it."""
+def load_model(path: str | Path, arch: str | None, num_classes: int, arch_flag: str = "--model"
+               ) -> tuple[nn.Module, str, dict[str, Any]]:
+    """Build the checkpoint's architecture (given, recorded, or from a RepDistiller folder name) and load it;
+    ``arch_flag`` is the flag that names the architecture in the calling command (for the error message)."""
     checkpoint = load_checkpoint(path)
     name = arch or architecture_of(path, checkpoint, MODELS.names())
     if name is None:
         raise UserError(f"cannot tell the architecture of {path}: it records none and its folder name does not "
-                        f"start with a model name; pass it explicitly (e.g. --model resnet32x4)")
+                        f"start with a model name; pass it explicitly (e.g. {arch_flag} resnet32x4)")
     name = MODELS.canonical(name)
     model = create_model(name, num_classes)
     check_num_classes(model, checkpoint["model"], num_classes, path)

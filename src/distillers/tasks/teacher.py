@@ -6,12 +6,13 @@ from typing import Any
 
 from distillers.config import RunConfig
 from distillers.errors import UserError
-from distillers.engine.trainer import StepSchedule, Trainer, set_rng_state
+from distillers.engine.checkpoint import load_weights
+from distillers.engine.trainer import StepSchedule, Trainer, seed_everything, set_rng_state
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Supervised
 from distillers.rundir import teacher_run_name
-from distillers.tasks.common import (finish_line, make_loader, print_line, progress_from, run_guarded, sgd,
-                                     stage_result, start)
+from distillers.tasks.common import (finish_line, load_optimizer, make_loader, print_line, progress_from, run_guarded,
+                                     sgd, stage_result, start)
 
 
 def train_teacher(cfg: RunConfig) -> dict[str, Any]:
@@ -24,13 +25,16 @@ def train_teacher(cfg: RunConfig) -> dict[str, Any]:
     train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download)
     lr = cfg.lr or default_lr(model_name)
     name = cfg.name or teacher_run_name(model_name, cfg.dataset, cfg.trial)
-    launch = start(cfg, name, {"task": "teacher", "model": model_name, "lr": lr, "num_classes": info.num_classes})
+    seed_everything(cfg.seed)  # the initial weights depend on --seed, and only on it
+    model = create_model(model_name, info.num_classes)
+    # A resumed checkpoint of another architecture is refused before the run directory is touched.
+    launch = start(cfg, name, {"task": "teacher", "model": model_name, "lr": lr, "num_classes": info.num_classes},
+                   check_resume=lambda resume, path: load_weights(model, resume["model"], path, model_name))
     device = launch.device
-    model = create_model(model_name, info.num_classes).to(device)
+    model.to(device)
     optimizer = sgd(model.parameters(), cfg, lr, device)
     if launch.resume is not None:
-        model.load_state_dict(launch.resume["model"])
-        optimizer.load_state_dict(launch.resume["optimizer"])
+        load_optimizer(optimizer, launch.resume, launch.run_dir)
         set_rng_state(launch.resume["rng"])
     trainer = Trainer(
         objective=Supervised(model), eval_model=model, optimizer=optimizer,

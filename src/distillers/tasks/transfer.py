@@ -14,12 +14,12 @@ from torch.nn import functional as F
 
 from distillers.config import RunConfig
 from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights
-from distillers.engine.trainer import StepSchedule, Trainer, set_rng_state
+from distillers.engine.trainer import StepSchedule, Trainer, seed_everything, set_rng_state
 from distillers.errors import UserError
 from distillers.models import MODELS, create_model, default_lr
 from distillers.rundir import transfer_run_name
-from distillers.tasks.common import (finish_line, make_loader, print_line, progress_from, run_guarded, sgd,
-                                     stage_result, start)
+from distillers.tasks.common import (finish_line, load_optimizer, make_loader, print_line, progress_from, run_guarded,
+                                     sgd, stage_result, start)
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -77,21 +77,38 @@ def transfer(cfg: RunConfig) -> dict[str, Any]:
     if arch is None:
         raise UserError(f"cannot tell the architecture of {cfg.student_path}; pass --model")
     arch = MODELS.canonical(arch)
+    recorded = checkpoint.get("arch")
+    if cfg.model and isinstance(recorded, str) and recorded in MODELS.names() and MODELS.canonical(recorded) != arch:
+        raise UserError(f"{cfg.student_path} holds a {recorded} model, not {arch}; pass --model {recorded} "
+                        f"(or drop --model: the checkpoint records its architecture)")
     state = checkpoint["model"]
-    model = create_model(arch, num_classes=_classes_in(state, arch))
-    load_weights(model, state, cfg.student_path, arch)
+    model = create_model(arch, num_classes=_classes_in(state, arch, cfg.student_path))
+    try:
+        load_weights(model, state, cfg.student_path, arch)
+    except UserError as error:
+        raise UserError(f"{error} with --model") from None
     train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download)
+    seed_everything(cfg.seed)  # the head's initial weights depend on --seed, and only on it
     head = replace_classifier(model, info.num_classes)
     lr = cfg.lr or default_lr(arch)
     name = cfg.name or transfer_run_name(arch, checkpoint.get("dataset", "cifar100"), cfg.dataset, cfg.trial)
+
+    def restore(resume: dict[str, Any], path: str) -> None:
+        """Continue from last.pt's whole model, backbone included: the student file may have changed since."""
+        try:
+            load_weights(model, resume["model"], path, arch)
+        except UserError:
+            raise UserError(f"{path} holds no {arch} transfer model for {cfg.dataset}; resume with the command that "
+                            f"wrote it, or start over with --overwrite") from None
+
+    # A resume checkpoint that does not fit is refused before the run directory is touched.
     launch = start(cfg, name, {"task": "transfer", "model": arch, "student_path": cfg.student_path, "lr": lr,
-                               "num_classes": info.num_classes})
+                               "num_classes": info.num_classes}, check_resume=restore)
     device = launch.device
     probe = LinearProbe(model, head).to(device)
     optimizer = sgd(head.parameters(), cfg, lr, device)
     if launch.resume is not None:
-        head.load_state_dict(launch.resume["head"])
-        optimizer.load_state_dict(launch.resume["optimizer"])
+        load_optimizer(optimizer, launch.resume, launch.run_dir)
         set_rng_state(launch.resume["rng"])
     trainer = Trainer(
         objective=probe, eval_model=model, optimizer=optimizer,
@@ -113,10 +130,11 @@ def transfer(cfg: RunConfig) -> dict[str, Any]:
     return summary
 
 
-def _classes_in(state: dict[str, Tensor], arch: str) -> int:
-    """The number of classes the checkpoint's classifier was trained for (its last 2-D weight's rows)."""
+def _classes_in(state: dict[str, Tensor], arch: str, source: str) -> int:
+    """The number of classes the checkpoint's classifier was trained for (its classifier weight's rows)."""
     probe = create_model(arch, num_classes=7)
     key = classifier_name(probe) + ".weight"
     if key not in state:
-        raise UserError(f"the checkpoint has no {key}: it does not hold a {arch} model")
+        raise UserError(f"{source} has no {key}: it does not hold a {arch} model; pass the right architecture "
+                        f"with --model")
     return int(state[key].shape[0])

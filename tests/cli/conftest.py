@@ -1,0 +1,90 @@
+"""Shared fixtures of the end-to-end CLI tests: a tiny CIFAR-100 on disk and a briefly trained teacher.
+
+The CLI runs in-process (``distillers.cli.main``), which is much faster than a subprocess per command; only the
+entry points themselves (``python -m distillers``, the seed scripts) run as subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from data.fake_data import FakeArrays, write_cifar100
+from distillers import cli
+
+N_TRAIN, N_TEST = 128, 32  # 100 classes: about one image per class, enough for CRD's negatives
+FAST = ["--workers", "0", "--device", "cpu"]
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> CliResult:
+    """``distillers <argv>`` in-process: exit code (argparse's SystemExit included), stdout and stderr."""
+    capsys.readouterr()
+    try:
+        code = cli.main([str(arg) for arg in argv])
+    except SystemExit as stop:  # argparse: --help (0) and bad flags (2)
+        code = stop.code if isinstance(stop.code, int) else 1
+    captured = capsys.readouterr()
+    return CliResult(code, captured.out, captured.err)
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """``(config.json, metrics.jsonl records, summary.json)`` of a run directory."""
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return config, metrics, summary
+
+
+def only_child(folder: Path) -> Path:
+    """The single run directory a command created under ``folder``."""
+    children = [path for path in folder.iterdir() if path.is_dir()]
+    assert len(children) == 1, f"expected one run directory in {folder}, found {[c.name for c in children]}"
+    return children[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster than contending."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def cifar(tmp_path_factory: pytest.TempPathFactory) -> FakeArrays:
+    """A tiny CIFAR-100 in the official pickle format (pass ``cifar.root`` as --data-dir)."""
+    return write_cifar100(tmp_path_factory.mktemp("data"), n_train=N_TRAIN, n_test=N_TEST, seed=0)
+
+
+@dataclass
+class Teacher:
+    checkpoint: Path
+    arch: str
+    test_acc: float  # its exact test accuracy on ``cifar``
+
+
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory: pytest.TempPathFactory, cifar: FakeArrays) -> Teacher:
+    """A resnet14 teacher trained for two steps through the CLI (stages as wide as resnet8's: every method applies)."""
+    from distillers.tasks.evaluate import evaluate_checkpoint
+
+    out = tmp_path_factory.mktemp("teacher-runs")
+    code = cli.main(["train-teacher", "--model", "resnet14", "--epochs", "1", "--max-steps-per-epoch", "2",
+                     "--batch-size", "16", "--data-dir", str(cifar.root), "--out", str(out), *FAST])
+    assert code == 0
+    checkpoint = only_child(out) / "last.pt"
+    accuracy = evaluate_checkpoint(str(checkpoint), "cifar100", str(cifar.root), device="cpu", workers=0)["test_acc"]
+    return Teacher(checkpoint, "resnet14", accuracy)
