@@ -21,6 +21,7 @@ EPILOG_DISTILL = """examples:
   distillers distill --teacher save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --student resnet8x4 --method crd
   distillers distill --teacher T.pth --student resnet8x4 --method icd -a 1 -b 1      (ICD+KD)
   distillers distill --teacher T.pth --student resnet8x4 --method kd -r 0.1 -a 0.9 -b 0
+  torchrun --nproc_per_node=8 -m distillers distill --teacher T.pth --student resnet8x4 --method crd   (8 GPUs)
 
 The objective is  r * CE + a * KL(T=--kd-T) + b * method.  Without -r/-a/-b the seed's run-script weights for
 the method are used (see `distillers list methods`); kdsvd has none in the seed, so 1 is used unless -b is given."""
@@ -102,6 +103,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--compile", action="store_true", help="torch.compile the models (eager fallback on failure)")
     run.add_argument("--max-steps-per-epoch", type=positive_int, default=None,
                      help="cap the steps of each epoch (smoke tests)")
+    ddp = parser.add_argument_group("several processes (torchrun --nproc_per_node=N -m distillers ...; "
+                                    "docs/distributed.md)")
+    ddp.add_argument("--lr-scaling", choices=["linear", "none"], default="linear",
+                     help="linear: lr x number of processes, as the global batch grows with them (--batch-size is "
+                          "per process); none: use --lr as given")
+    ddp.add_argument("--sync-bn", action="store_true",
+                     help="BatchNorm statistics over the global batch (SyncBatchNorm; needs GPUs)")
 
 
 def add_method_flags(parser: argparse.ArgumentParser) -> None:
@@ -134,9 +142,9 @@ def run_config(args: argparse.Namespace, task: str) -> RunConfig:
     """Turn parsed flags into the typed RunConfig saved with the run."""
     cfg = RunConfig(task=task)
     for key in ("dataset", "data_dir", "download", "workers", "augment", "data_path", "amp", "compile", "epochs",
-                "batch_size", "lr", "lr_decay_epochs", "lr_decay_rate", "weight_decay", "momentum", "out", "name", "trial", "seed", "device", "resume",
-                "overwrite", "save_freq", "max_steps_per_epoch", "model", "student", "teacher", "method", "gamma",
-                "alpha", "beta"):
+                "batch_size", "lr", "lr_decay_epochs", "lr_decay_rate", "weight_decay", "momentum", "out", "name",
+                "trial", "seed", "device", "resume", "overwrite", "save_freq", "max_steps_per_epoch", "lr_scaling",
+                "sync_bn", "model", "student", "teacher", "method", "gamma", "alpha", "beta"):
         if hasattr(args, key):
             setattr(cfg, key, getattr(args, key))
     if hasattr(args, "teacher_path"):
@@ -231,7 +239,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from distillers.report import write_report
 
     fmt = "markdown" if args.format == "md" else args.format
-    text = write_report(args.runs, fmt, args.out, args.metric, args.published, args.plots)
+    text = write_report(args.runs, fmt, args.out, args.metric, args.published, args.plots, args.dataset)
     if args.out is None:
         print(text)
     else:
@@ -384,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--published", action="store_true",
                         help="add the seed README's published number and our difference beside each cell")
     report.add_argument("--plots", default=None, metavar="DIR", help="also write PNG plots into DIR")
+    report.add_argument("--dataset", default=None,
+                        help="which dataset's runs to tabulate (default: the one the runs share, else cifar100)")
 
     quick = add("quickstart", cmd_quickstart, "offline demo on scikit-learn's digits: teacher, student, +KD, +ICD",
                 "example:\n  distillers quickstart --out runs/quickstart\n\nNo download and no GPU needed; takes a "

@@ -9,6 +9,8 @@ from typing import Any
 from distillers.errors import UserError
 from distillers.methods.base import MethodOptions
 
+LR_SCALINGS = ("linear", "none")
+
 
 @dataclass
 class RunConfig:
@@ -54,6 +56,9 @@ class RunConfig:
     channels_last: bool = True  # NHWC activations on CUDA
     compile: bool = False  # torch.compile the student (falls back to eager when unavailable)
     max_steps_per_epoch: int | None = None  # for smoke tests and benchmarks
+    # Several processes (torchrun, docs/distributed.md): the batch size is per process.
+    lr_scaling: str = "linear"  # linear: lr x number of processes (the global batch grows with it) | none
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm; GPUs only)
 
     def validate(self) -> None:
         """Refuse values that cannot work before any expensive step."""
@@ -68,6 +73,8 @@ class RunConfig:
             raise UserError(f"--workers must be >= 0, got {self.workers}")
         if any(e <= 0 for e in self.lr_decay_epochs):
             raise UserError(f"--lr-decay-epochs must be positive epochs, got {list(self.lr_decay_epochs)}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise UserError(f"unknown --lr-scaling {self.lr_scaling!r}; choose {' or '.join(LR_SCALINGS)}")
         if self.method_options.init_epochs < 0:
             raise UserError(f"--init-epochs must be >= 0, got {self.method_options.init_epochs}")
 

@@ -619,8 +619,11 @@ RENDERERS = {"md": to_markdown, "csv": to_csv, "json": to_json}
 
 
 def write_report(run_dirs: Iterable[str | Path], fmt: str = "markdown", out: str | Path | None = None,
-                 metric: str = "last", published: bool = False, plots_dir: str | Path | None = None) -> str:
+                 metric: str = "last", published: bool = False, plots_dir: str | Path | None = None,
+                 dataset: str | None = None) -> str:
     """The CLI's one call: collect runs, build the table, render it (to ``out`` when given), optionally plot.
+
+    ``dataset`` None: the one dataset the distillation runs share (CIFAR-100 when they span several).
 
     Plots: ``bars_<teacher>_<student>.png`` and ``curves_<teacher>_<student>.png`` for every column.
     Returns the rendered text.
@@ -628,7 +631,10 @@ def write_report(run_dirs: Iterable[str | Path], fmt: str = "markdown", out: str
     if fmt not in FORMATS:
         raise UserError(f"report format {fmt!r} is not supported; choose one of: {', '.join(FORMATS)}")
     records = collect(run_dirs)
-    table = build_table(records, metric=metric, published=published)
+    if dataset is None:
+        found = {r.dataset for r in records if r.task == "distill"}
+        dataset = found.pop() if len(found) == 1 else "cifar100"
+    table = build_table(records, metric=metric, published=published, dataset=dataset)
     text = RENDERERS[FORMATS[fmt]](table)
     if out is not None:
         out = Path(out)

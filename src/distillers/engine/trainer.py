@@ -3,6 +3,10 @@
 An *objective* is an ``nn.Module`` whose ``forward(batch)`` returns ``(logits, terms)``: the logits scored for
 training accuracy and a dict of named, already-weighted loss terms whose sum is minimised
 (``distillers.objective``). The loop reads top to bottom: set lr, train an epoch, evaluate, log, checkpoint.
+
+Under torchrun the same loop runs in every process (``docs/distributed.md``): the objective is wrapped in
+DistributedDataParallel, each rank trains on its shard and evaluates its share of the test set, sums are reduced
+over ranks, and only rank 0 writes logs and checkpoints. In one process every collective is a no-op.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from distillers.engine import distributed
 from distillers.engine.checkpoint import save_checkpoint
 from distillers.engine.logging import RunLogger
 from distillers.errors import UserError
@@ -59,6 +64,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -99,10 +105,23 @@ def count_correct(logits: Tensor, target: Tensor, topk: tuple[int, ...] = (1, 5)
     return [hits[:, : min(k, k_max)].any(dim=1).sum() for k in topk]
 
 
+def epoch_seed(seed: int, epoch: int, stage: str = "main", rank: int = 0) -> int:
+    """The seed of an epoch's randomness (augmentations, worker seeds): ``(seed, epoch, stage)``, and the rank, so
+    that DDP ranks draw independent augmentations (rank 0 keeps the single-process seed)."""
+    base = seed * 1_000_003 + epoch + (500_000 if stage == "init" else 0)
+    if rank == 0:
+        return base
+    return int(np.random.SeedSequence([base % 2**63, rank]).generate_state(1, np.uint64)[0] % 2**63)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, autocast: Callable = contextlib.nullcontext
              ) -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean cross-entropy of ``model`` over ``loader``."""
+    """Top-1/top-5 accuracy (%) and mean cross-entropy of ``model`` over ``loader``.
+
+    Under DDP every rank must call it with its own, unpadded share of the test set (``tasks.common.make_loader``):
+    the sums are added over ranks, so each test image counts exactly once.
+    """
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
     for batch in loader:
@@ -114,23 +133,32 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, autocast:
         top1, top5 = count_correct(logits, batch["target"])
         totals += torch.stack([loss.double(), top1.double(), top5.double(),
                                torch.tensor(float(len(logits)), device=device, dtype=torch.float64)])
-    loss_sum, top1, top5, count = totals.tolist()  # the one host sync of an evaluation
+    loss_sum, top1, top5, count = distributed.all_sum(totals).tolist()  # the one host sync of an evaluation
     if count == 0:
         raise UserError("the test set is empty")
     return {"test_acc": 100.0 * top1 / count, "test_acc_top5": 100.0 * top5 / count, "test_loss": loss_sum / count}
 
 
 class StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks at step boundaries (a second signal aborts at once)."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks at step boundaries (a second signal aborts at once).
 
-    def __init__(self) -> None:
+    ``echo_s``: a second signal this soon after the first is the same request delivered twice (Ctrl-C reaches
+    every process of torchrun's group from the terminal, and torchrun forwards it again), not a second one.
+    """
+
+    def __init__(self, echo_s: float = 0.0) -> None:
         self.requested: str | None = None
+        self.echo_s = echo_s
+        self._at = 0.0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested is not None:
+            if time.monotonic() - self._at < self.echo_s:
+                return
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
+        self._at = time.monotonic()
 
     def __enter__(self) -> "StopSignals":
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -159,14 +187,32 @@ class Progress:
     rng: dict[str, Any] | None = None  # RNG states at the interruption, restored to replay the rest of the epoch
 
 
+class _TrainingStep(nn.Module):
+    """What DDP wraps: the objective with its logits detached, so DDP's search for unused parameters starts from the
+    loss terms alone (a parameter that only reaches the logits, e.g. the classifier under ``-r 0 -a 0``, or RRD's
+    teacher head, is unused and must not be waited for)."""
+
+    def __init__(self, objective: nn.Module) -> None:
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        logits, terms = self.objective(batch)
+        return logits.detach(), terms
+
+
 class Trainer:
-    """Runs ``epochs`` of one stage: optimise ``objective`` on ``train_loader``, evaluate ``eval_model``."""
+    """Runs ``epochs`` of one stage: optimise ``objective`` on ``train_loader``, evaluate ``eval_model``.
+
+    Under torchrun (a process group is up) the objective is trained through DistributedDataParallel;
+    ``find_unused_parameters`` is needed when some trainable parameters may get no gradient in a step.
+    """
 
     def __init__(self, *, objective: nn.Module, eval_model: nn.Module, optimizer: torch.optim.Optimizer,
                  schedule: StepSchedule, train_loader: Any, test_loader: Any, device: torch.device,
                  logger: RunLogger, checkpoint_payload: Callable[[], dict[str, Any]], seed: int = 0,
                  stage: str = "main", save_freq: int = 0, max_steps: int | None = None, amp: bool = False,
-                 log_every: int = 50, is_main: bool = True, reduce: Callable[[Tensor], Tensor] | None = None,
+                 log_every: int = 50, find_unused_parameters: bool = False,
                  show_progress: bool | None = None) -> None:
         self.objective = objective
         self.eval_model = eval_model
@@ -182,39 +228,68 @@ class Trainer:
         self.save_freq = save_freq
         self.max_steps = max_steps
         self.log_every = log_every
-        self.is_main = is_main
-        self.reduce = reduce or (lambda t: t)
+        self.find_unused_parameters = find_unused_parameters
         self.show_progress = show_progress
         self.amp = amp and device.type == "cuda"
+        self.dist = distributed.current()
+        self.is_main = self.dist.is_main
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def batch_size(self) -> int:
+        """Samples per step and process."""
+        return getattr(self.train_loader, "batch_size", None) or 1
+
     # ---- checkpoints -------------------------------------------------------------------------------------
     def _save(self, progress: Progress, accuracy: float | None, names: list[str]) -> None:
+        """Rank 0 writes ``names``; every rank must call this (each rank's RNG state is gathered for a resume)."""
+        rng = rng_state()
+        per_rank = distributed.gather_objects(rng) if self.dist.world_size > 1 else None
         if not self.is_main:
             return
         payload = self.checkpoint_payload()
+        world = self.dist.world_size
+        # ``step_in_epoch`` counts this world's per-process steps; ``samples_in_epoch`` (global) lets a resume with
+        # another world size or batch size skip the same samples (``tasks.common.resume_step``).
         payload.update({"epoch": progress.epoch, "accuracy": accuracy, "best_acc": progress.best_acc,
                         "best_epoch": progress.best_epoch, "stage": progress.stage, "step_in_epoch": progress.step,
-                        "partial": progress.partial, "partial_terms": progress.partial_terms,
-                        "optimizer": self.optimizer.state_dict(), "rng": rng_state()})
+                        "samples_in_epoch": progress.step * self.batch_size * world, "world_size": world,
+                        "batch_size": self.batch_size, "partial": progress.partial,
+                        "partial_terms": progress.partial_terms, "optimizer": self.optimizer.state_dict(),
+                        "rng": rng})
+        if per_rank is not None:
+            payload["rng_per_rank"] = per_rank
         for name in names:
             save_checkpoint(payload, self.logger.run_dir / name)
+
+    def _agree(self, first_bad: Tensor, stop: StopSignals) -> tuple[int, bool]:
+        """``(first bad step or -1, stop requested)``, agreed by all ranks (one small all-reduce, a host sync), so
+        every rank stops, or fails, at the same step and none is left waiting in a collective."""
+        requested = torch.tensor(int(stop.requested is not None), device=first_bad.device)
+        flags = distributed.all_max(torch.stack([first_bad, requested]))
+        bad, stopping = flags.tolist()
+        return int(bad), bool(stopping)
 
     # ---- the loop ----------------------------------------------------------------------------------------
     def fit(self, epochs: int, progress: Progress | None = None) -> Progress:
         progress = progress or Progress(stage=self.stage)
-        with StopSignals() as stop:
+        # DDP only for the length of this stage (the init stage's wrapper must not outlive it).
+        step_module = self.objective if self.dist.world_size == 1 else \
+            distributed.wrap(_TrainingStep(self.objective), self.device, self.find_unused_parameters)
+        with StopSignals(echo_s=2.0 if self.dist.world_size > 1 else 0.0) as stop:
             for epoch in range(progress.epoch + 1, epochs + 1):
                 started = time.perf_counter()
                 lr = self.schedule.lr(epoch)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                train = self._train_epoch(epoch, progress, stop)
+                train = self._train_epoch(step_module, epoch, progress, stop)
                 progress.step, progress.partial, progress.partial_terms = 0, None, None
+                # Each rank's BatchNorm statistics saw only its own batches: evaluate and save their average.
+                distributed.average_batchnorm_stats(self.objective)
                 test = evaluate(self.eval_model, self.test_loader, self.device, self.autocast)
                 progress.epoch = epoch
                 # The first epoch always sets the best (best.pt exists even while the accuracy is still 0).
@@ -231,18 +306,20 @@ class Trainer:
                 if self.save_freq and epoch % self.save_freq == 0 and self.stage == "main":
                     names.append(f"ckpt_epoch_{epoch}.pt")
                 self._save(progress, test["test_acc"], names)
-                if stop.requested:  # arrived during evaluation or saving: last.pt already holds this epoch
-                    raise Interrupted(stop.requested)
+                # Arrived during evaluation or saving: last.pt already holds this epoch.
+                if self._agree(torch.tensor(-1, device=self.device), stop)[1]:
+                    raise Interrupted(stop.requested or "a signal to another process")
         return progress
 
-    def _train_epoch(self, epoch: int, progress: Progress, stop: StopSignals) -> dict[str, float]:
+    def _train_epoch(self, step_module: nn.Module, epoch: int, progress: Progress, stop: StopSignals
+                     ) -> dict[str, float]:
         self.objective.train()
         if hasattr(self.objective, "set_epoch"):
             self.objective.set_epoch(epoch)
-        # The epoch's randomness depends only on (seed, epoch): resuming at an epoch boundary is exact.
-        seed_everything(self.seed * 1_000_003 + epoch + (500_000 if self.stage == "init" else 0))
+        # The epoch's randomness depends only on (seed, epoch) (and the rank): resuming at an epoch boundary is exact.
+        seed_everything(epoch_seed(self.seed, epoch, self.stage, self.dist.rank))
         sampler = getattr(self.train_loader, "sampler", None)
-        batch_size = getattr(self.train_loader, "batch_size", None) or 1
+        batch_size = self.batch_size
         if hasattr(sampler, "set_epoch"):
             try:
                 sampler.set_epoch(epoch, skip=progress.step * batch_size)
@@ -257,11 +334,12 @@ class Trainer:
             # batches get the augmentations an uninterrupted run would have given them.
             set_rng_state(progress.rng)
             progress.rng = None
-        # Running sums on the device (loss, top-1, count, first bad step), read once per log interval.
-        sums = progress.partial.to(self.device) if progress.partial is not None else \
-            torch.zeros(3, dtype=torch.float64, device=self.device)
-        term_sums: dict[str, Tensor] = {name: value.to(self.device) for name, value in
-                                        (progress.partial_terms or {}).items()}
+        # Running sums on the device (loss, top-1, count, first bad step), read once per log interval. A resumed
+        # epoch's sums so far are over all ranks: rank 0 carries them, so the reduction below counts them once.
+        zeros = torch.zeros(3, dtype=torch.float64, device=self.device)
+        sums = progress.partial.to(self.device) if progress.partial is not None and self.is_main else zeros
+        term_sums: dict[str, Tensor] = {name: (value if self.is_main else torch.zeros_like(value)).to(self.device)
+                                        for name, value in (progress.partial_terms or {}).items()}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         total = len(self.train_loader) + progress.step
         if self.max_steps is not None:
@@ -278,10 +356,10 @@ class Trainer:
                 break
             batch = to_device(batch, self.device)
             with self.autocast():
-                logits, terms = self.objective(batch)
+                logits, terms = step_module(batch)
             loss = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # under DDP: gradients averaged over ranks here
             self.optimizer.step()
             step += 1
             with torch.no_grad():
@@ -295,35 +373,46 @@ class Trainer:
                     term_sums[name] = term_sums.get(name, 0) + value.detach().double() * len(logits)
             if bar is not None:
                 bar.update(1)
-            if step % self.log_every == 0 or step == total or stop.requested:
-                bad = int(first_bad)  # host sync once per interval
+            # Under DDP a stop request is honoured at the next log interval, when all ranks agree on it.
+            stopping = False
+            if step % self.log_every == 0 or step == total or (stop.requested and self.dist.world_size == 1):
+                bad, stopping = self._agree(first_bad, stop)  # host sync once per interval
                 if bad >= 0:
                     self._stop_non_finite(epoch, bad, progress)
                 if bar is not None:
                     bar.set_postfix(loss=f"{(sums[0] / sums[2]).item():.4f}", lr=self.optimizer.param_groups[0]["lr"])
-            if stop.requested:
+            if stopping:
                 if bar is not None:
                     bar.close()
-                terms_cpu = {name: value.cpu() for name, value in term_sums.items()}
+                names = sorted(term_sums)
+                terms_cpu = dict(zip(names, self._sum_terms(term_sums, names).cpu()))
                 self._save(Progress(self.stage, epoch - 1, step, progress.best_acc, progress.best_epoch,
-                                    sums.cpu(), terms_cpu), None, [LAST])
-                raise Interrupted(stop.requested)
+                                    distributed.all_sum(sums).cpu(), terms_cpu), None, [LAST])
+                raise Interrupted(stop.requested or "a signal to another process")
         if bar is not None:
             bar.close()
-        sums = self.reduce(sums)
-        loss_sum, correct, count = sums.tolist()
+        loss_sum, correct, count = distributed.all_sum(sums).tolist()
         if count == 0:
             raise UserError("the training set is empty (or --max-steps-per-epoch is 0)")
         record = {"train_loss": loss_sum / count, "train_acc": 100.0 * correct / count}
-        for name, value in term_sums.items():
-            record[f"loss_{name}"] = float(self.reduce(value.reshape(1))[0]) / count
+        names = sorted(term_sums)
+        for name, value in zip(names, self._sum_terms(term_sums, names).tolist()):
+            record[f"loss_{name}"] = value / count
         if not math.isfinite(record["train_loss"]):
-            self._stop_non_finite(epoch, int(first_bad), progress)
+            self._stop_non_finite(epoch, int(distributed.all_max(first_bad)), progress)
         return record
+
+    @staticmethod
+    def _sum_terms(term_sums: dict[str, Tensor], names: list[str]) -> Tensor:
+        """The running sums of the named loss terms, added over ranks (one all-reduce), in ``names`` order."""
+        if not names:
+            return torch.zeros(0, dtype=torch.float64)
+        return distributed.all_sum(torch.stack([term_sums[name].reshape(()) for name in names]))
 
     def _stop_non_finite(self, epoch: int, step: int, progress: Progress) -> None:
         reason = f"the loss became NaN or infinite at epoch {epoch}, step {step} ({self.stage} stage)"
-        self.logger.summary(status="failed", reason=reason)
+        if self.is_main:
+            self.logger.summary(status="failed", reason=reason)
         last = self.logger.run_dir / LAST
         kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
         if progress.epoch:

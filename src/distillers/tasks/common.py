@@ -1,20 +1,28 @@
-"""What every task does the same way: run directories, loaders, optimisers, resume, the closing summary."""
+"""What every task does the same way: processes, run directories, loaders, optimisers, resume, the summary.
+
+Every task runs the same code in every process torchrun starts (``docs/distributed.md``): all ranks validate the
+same inputs (so a bad flag fails alike everywhere), rank 0 alone prepares and writes the run directory, and every
+rank reads its shard of the data.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from distillers.config import RunConfig
+from distillers.engine import distributed
 from distillers.engine.checkpoint import load_checkpoint, remove_stale_temporaries
+from distillers.engine.distributed import DistInfo
 from distillers.engine.logging import RunLogger
 from distillers.engine.sampler import EpochSampler
 from distillers.engine.trainer import Interrupted, NonFiniteLoss, Progress, StepSchedule, Trainer, resolve_device
@@ -48,10 +56,58 @@ def prepare_run_dir(cfg: RunConfig, name: str) -> Path:
     return run_dir
 
 
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[tuple[DistInfo, torch.device]]:
+    """This process's place among the processes torchrun started (one process: rank 0 of 1) and its device, for
+    the length of a task; the process group is left at the end, also on errors."""
+    with distributed.launched(str(resolve_device(device))) as (node, name):
+        yield node, torch.device(name)
+
+
+def read_data(cfg: RunConfig, **options: Any) -> Any:
+    """``load_datasets`` for the run; with ``--download`` one process fetches first and the others then find the
+    files, instead of every process writing the same folder at once."""
+    from distillers.data import load_datasets
+
+    def read() -> Any:
+        return load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download, **options)
+
+    return distributed.in_turn(read) if cfg.download else read()
+
+
+def scaled_lr(cfg: RunConfig, base_lr: float, world_size: int) -> float:
+    """``--lr-scaling linear``: the lr grows with the number of processes, as the global batch does (the batch size
+    is per process); ``none`` keeps the given lr."""
+    return base_lr * world_size if cfg.lr_scaling == "linear" else base_lr
+
+
+def run_facts(cfg: RunConfig, node: DistInfo, base_lr: float, lr: float) -> dict[str, Any]:
+    """What config.json records about the processes: world size, global batch, the lr given and the lr used."""
+    return {"lr": base_lr, "effective_lr": lr, "world_size": node.world_size,
+            "global_batch_size": cfg.batch_size * node.world_size}
+
+
+def sync_batchnorm(model: nn.Module, cfg: RunConfig, device: torch.device) -> nn.Module:
+    """``--sync-bn``: BatchNorm statistics over the global batch under DDP (refused where torch cannot do it); in
+    one process the model is left as it is (the flag changes nothing there)."""
+    if not cfg.sync_bn or distributed.world_size() == 1:
+        return model
+    distributed.check_sync_batchnorm(device)
+    return distributed.convert_sync_batchnorm(model)
+
+
 def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, seed: int,
                 device: torch.device, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """A DataLoader whose order depends only on (seed, epoch), so resume is exact and DDP shards it."""
-    sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size)
+    """A DataLoader whose order depends only on (seed, epoch), so resume is exact and DDP shards it.
+
+    Training shards are padded to equal length (every rank must take the same number of steps); evaluation shards
+    (``train=False``) are not: rank ``r`` takes images ``r, r + w, ...``, so each test image is scored once.
+    """
+    sampler: Iterable[int]
+    if train:
+        sampler = EpochSampler(len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size)
+    else:
+        sampler = range(rank, len(dataset), world_size)
     # Training workers start afresh every epoch: each is then seeded from the torch RNG the engine has just
     # reseeded from (seed, epoch), so augmentations too depend only on (seed, epoch) and a resumed run matches an
     # uninterrupted one. Persistent workers would keep the streams of the process's first epoch (the cost of a
@@ -82,15 +138,45 @@ def load_optimizer(optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any],
                         f"resume with the original command, or start over with --overwrite") from error
 
 
-def progress_from(checkpoint: dict[str, Any] | None, stage: str) -> Progress | None:
-    """The Progress to continue ``stage`` from, or None when the checkpoint belongs to another stage."""
+def resume_step(checkpoint: dict[str, Any], world_size: int, batch_size: int) -> int:
+    """The per-process steps of the interrupted epoch to skip when resuming with ``world_size`` x ``batch_size``.
+
+    A checkpoint counts its own world's steps. The epoch's order is global and strided over ranks, so the first
+    ``s`` steps of every rank are the first ``s * batch * world`` samples of that order: converted through that
+    number, a 2-process checkpoint resumes in 1 process (or with another batch size). When it is not a multiple of
+    the new global batch, the samples of the incomplete last global batch are trained again (at most one batch).
+    """
+    step = int(checkpoint.get("step_in_epoch") or 0)
+    saved_world = int(checkpoint.get("world_size") or 1)
+    saved_batch = int(checkpoint.get("batch_size") or batch_size)
+    if not step or (saved_world, saved_batch) == (world_size, batch_size):
+        return step
+    consumed = int(checkpoint.get("samples_in_epoch") or step * saved_batch * saved_world)
+    return consumed // (batch_size * world_size)
+
+
+def progress_from(checkpoint: dict[str, Any] | None, stage: str, node: DistInfo | None = None,
+                  batch_size: int | None = None) -> Progress | None:
+    """The Progress to continue ``stage`` from, or None when the checkpoint belongs to another stage.
+
+    ``node`` and ``batch_size`` describe this run's processes (default: one process, the checkpoint's batch). The
+    RNG states of a mid-epoch stop are restored only for the same world and batch size (then the rest of the epoch
+    is replayed exactly); otherwise the epoch continues from fresh per-epoch seeds.
+    """
     if checkpoint is None or checkpoint.get("stage", "main") != stage:
         return None
-    step = int(checkpoint.get("step_in_epoch") or 0)
+    node = node or DistInfo()
+    batch_size = batch_size or int(checkpoint.get("batch_size") or 1)
+    saved = int(checkpoint.get("world_size") or 1), int(checkpoint.get("batch_size") or batch_size)
+    step = resume_step(checkpoint, node.world_size, batch_size)
+    rng = None
+    if step and saved == (node.world_size, batch_size):
+        per_rank = checkpoint.get("rng_per_rank")
+        rng = per_rank[node.rank] if per_rank is not None else checkpoint.get("rng")
     return Progress(stage=stage, epoch=int(checkpoint.get("epoch") or 0), step=step,
                     best_acc=float(checkpoint.get("best_acc") or 0.0),
                     best_epoch=int(checkpoint.get("best_epoch") or 0), partial=checkpoint.get("partial"),
-                    partial_terms=checkpoint.get("partial_terms"), rng=checkpoint.get("rng") if step else None)
+                    partial_terms=checkpoint.get("partial_terms"), rng=rng)
 
 
 @dataclass
@@ -102,21 +188,32 @@ class Launch:
     device: torch.device
     logger: RunLogger
     resume: dict[str, Any] | None
+    node: DistInfo = DistInfo()
 
 
 def start(cfg: RunConfig, name: str, config_extra: dict[str, Any],
-          check_resume: Callable[[dict[str, Any], str], None] | None = None) -> Launch:
+          check_resume: Callable[[dict[str, Any], str], None] | None = None, node: DistInfo | None = None,
+          device: torch.device | None = None) -> Launch:
     """Validate, open the run directory, write config.json, and load the resume checkpoint if any.
 
     ``check_resume(checkpoint, path)`` vets a resume checkpoint (raising UserError) before anything is written.
+    Under DDP (``node``) rank 0 alone prepares the run directory and reads the checkpoint, then hands it (or its
+    error) to every rank: the other ranks never touch the run directory, which need not even exist on their node.
     """
     cfg.validate()
-    device = resolve_device(cfg.device)
-    run_dir = prepare_run_dir(cfg, name)
-    resume = read_resume(run_dir) if cfg.resume else None
+    node = node or DistInfo()
+    device = device or resolve_device(cfg.device)
+
+    def open_run() -> tuple[Path, dict[str, Any] | None]:
+        run_dir = prepare_run_dir(cfg, name)
+        return run_dir, read_resume(run_dir) if cfg.resume else None
+
+    run_dir, resume = distributed.on_main(open_run)
     if resume is not None and check_resume is not None:
         check_resume(resume, str(run_dir / LAST))
-    logger = RunLogger(run_dir)
+    logger = RunLogger(run_dir, enabled=node.is_main)
+    if not node.is_main:
+        return Launch(cfg, run_dir, device, logger, resume, node)
     if resume is None:
         write_json_atomic(run_dir / CONFIG, {**cfg.to_dict(), **config_extra, "name": name,
                                              "torch": torch.__version__, "device_name": device_name(device)})
@@ -129,7 +226,11 @@ def start(cfg: RunConfig, name: str, config_extra: dict[str, Any],
         step = int(resume.get("step_in_epoch") or 0)
         logger.info(f"resuming {run_dir} from {stage} epoch {epoch}" + (f", step {step} of epoch {epoch + 1}"
                                                                          if step else ""))
-    return Launch(cfg, run_dir, device, logger, resume)
+        saved = int(resume.get("world_size") or 1), int(resume.get("batch_size") or cfg.batch_size)
+        if saved != (node.world_size, cfg.batch_size):
+            logger.info(f"the checkpoint was written by {saved[0]} process(es) x batch {saved[1]}; continuing with "
+                        f"{node.world_size} x {cfg.batch_size} (see docs/distributed.md: what carries over exactly)")
+    return Launch(cfg, run_dir, device, logger, resume, node)
 
 
 def device_name(device: torch.device) -> str:
@@ -158,9 +259,9 @@ def run_guarded(launch: Launch, body: Callable[[], dict[str, Any]]) -> dict[str,
             _record_end(logger, status="failed", reason=reason)
         raise
     wall = time.perf_counter() - started
-    summary = logger.summary(status="finished", wall_time_s=round(wall, 1), **result)
+    summary = logger.summary(status="finished", wall_time_s=round(wall, 1), **result) if launch.node.is_main else {}
     logger.close()
-    return summary
+    return distributed.broadcast_object(summary)  # every rank returns rank 0's summary
 
 
 def _record_end(logger: RunLogger, **values: Any) -> None:
@@ -184,11 +285,15 @@ def stage_result(progress: Progress, run_dir: Path) -> dict[str, Any]:
     """The numbers summary.json records for the main stage."""
     from distillers.rundir import read_metrics
 
-    main = [r for r in read_metrics(run_dir) if r.get("stage", "main") == "main"]
+    # Only rank 0 reads the run directory (its summary is the one every rank returns, see ``run_guarded``).
+    records = read_metrics(run_dir) if distributed.rank() == 0 else []
+    main = [r for r in records if r.get("stage", "main") == "main"]
     last = main[-1] if main else {}
     return {"epochs_done": progress.epoch, "last_acc": last.get("test_acc"), "last_acc_top5": last.get("test_acc_top5"),
             "best_acc": progress.best_acc, "best_epoch": progress.best_epoch}
 
 
 def print_line(text: str) -> None:
-    print(text, file=sys.stdout, flush=True)
+    """Print the task's closing line (once: on rank 0 under DDP)."""
+    if distributed.rank() == 0:
+        print(text, file=sys.stdout, flush=True)

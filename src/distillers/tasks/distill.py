@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import torch
+
 from distillers.config import RunConfig
 from distillers.engine.checkpoint import load_weights
+from distillers.engine.distributed import DistInfo
 from distillers.engine.trainer import StepSchedule, Trainer, evaluate, seed_everything, set_rng_state
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair, Weights
@@ -13,8 +17,8 @@ from distillers.methods.base import Method
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Distillation, InitStage
 from distillers.rundir import distill_run_name
-from distillers.tasks.common import (finish_line, make_loader, print_line, progress_from, run_guarded, sgd,
-                                     stage_result, start)
+from distillers.tasks.common import (finish_line, make_loader, print_line, process_group, progress_from, read_data,
+                                     run_facts, run_guarded, scaled_lr, sgd, stage_result, start, sync_batchnorm)
 from distillers.tasks import speed
 from distillers.tasks.evaluate import load_model
 
@@ -56,8 +60,12 @@ def run_protocol(method: Method, augment: str) -> str:
 
 
 def distill(cfg: RunConfig) -> dict[str, Any]:
-    from distillers.data import load_datasets
+    """Distil ``cfg.student`` from ``cfg.teacher_path``, in this process or in each of the processes torchrun started."""
+    with process_group(cfg.device) as (node, device):
+        return _distill(cfg, node, device)
 
+
+def _distill(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict[str, Any]:
     for flag, value in (("--teacher", cfg.teacher_path), ("--student", cfg.student), ("--method", cfg.method)):
         if not value:
             raise UserError(f"{flag} is required")
@@ -70,9 +78,11 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
     options = cfg.method_options
     # The strong view is built by CPU transforms (RandAugment, Cutout); a device-resident data path must not be
     # used with it, since it would rebuild batches from the raw arrays and drop ``image_strong``.
-    train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download,
-                                              sample=sample_mode(method_cls, options), nce_k=options.nce_k, mode=options.mode,
-                                              augment=cfg.augment)
+    train_set, test_set, info = read_data(cfg, sample=sample_mode(method_cls, options), nce_k=options.nce_k,
+                                          mode=options.mode, augment=cfg.augment)
+    if node.rank and hasattr(train_set, "seed"):
+        # CRD's contrast rows are drawn per process from (seed, epoch): each rank its own stream, not rank 0's.
+        train_set.seed = int(np.random.SeedSequence([train_set.seed, node.rank]).generate_state(1)[0])
     # Everything that can be wrong is checked here, before the run directory exists or any training starts.
     teacher, teacher_name, _ = load_model(cfg.teacher_path, cfg.teacher, info.num_classes, "--teacher-arch")
     seed_everything(cfg.seed)  # the student's and the method's initial weights follow --seed
@@ -80,8 +90,10 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
     pair = Pair(student=student, teacher=teacher, student_name=student_name, teacher_name=teacher_name,
                 num_classes=info.num_classes, num_data=info.num_train, input_size=info.input_size, options=options)
     method = method_cls.build(pair)
-    method.check_batch_size(cfg.batch_size)
-    lr = cfg.lr or default_lr(student_name)
+    method.check_batch_size(cfg.batch_size)  # queues hold whole global batches: after the process group is up
+    student = sync_batchnorm(student, cfg, device)
+    base_lr = cfg.lr or default_lr(student_name)
+    lr = scaled_lr(cfg, base_lr, node.world_size)
     protocol = run_protocol(method, cfg.augment)
     name = cfg.name or distill_run_name(student_name, teacher_name, cfg.dataset, method_name, weights.gamma,
                                         weights.alpha, weights.beta, cfg.trial)
@@ -97,8 +109,8 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
                             f"the settings it was started with, or start again with --overwrite") from error
 
     launch = start(cfg, name, {"task": "distill", "student": student_name, "teacher": teacher_name,
-                               "method": method_name, "weights": vars(weights), "lr": lr,
-                               "num_classes": info.num_classes, "protocol": protocol}, check_resume)
+                               "method": method_name, "weights": vars(weights), "num_classes": info.num_classes,
+                               "protocol": protocol, **run_facts(cfg, node, base_lr, lr)}, check_resume, node, device)
     device, logger, resume = launch.device, launch.logger, launch.resume
     if cfg.augment == "strong" and not getattr(method_cls, "needs_strong_view", False):
         logger.info(f"--augment strong: {method_name} does not read the strong view's logits; the student still runs "
@@ -106,8 +118,10 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
     objective = Distillation(student, teacher, method, weights, options.kd_T).to(device)
     speed.prepare([student, teacher], cfg, device)
     train_loader = speed.train_loader(cfg, train_set, info, device,
-                                      make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device))
-    test_loader = make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device)
+                                      make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device,
+                                                  node.rank, node.world_size))
+    test_loader = make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device, node.rank,
+                              node.world_size)
 
     def payload() -> dict[str, Any]:
         state = {"model": student.state_dict(), "arch": student_name, "num_classes": info.num_classes,
@@ -120,15 +134,18 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
     if resume is not None:  # student and method state were loaded by check_resume
         if "teacher_state" in resume:
             teacher.load_state_dict(resume["teacher_state"])
-        teacher_acc = logger.summary().get("teacher_acc")
+        teacher_acc = logger.summary().get("teacher_acc") if node.is_main else None
     else:
-        teacher_acc = evaluate(teacher, test_loader, device)["test_acc"]
-        logger.summary(teacher_acc=teacher_acc)
+        teacher_acc = evaluate(teacher, test_loader, device)["test_acc"]  # every rank scores its share
+        if node.is_main:
+            logger.summary(teacher_acc=teacher_acc)
         logger.info(f"teacher {teacher_name}: test top-1 {teacher_acc:.2f}%")
     schedule = StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate)
+    # Methods may leave trainable parameters without a gradient (RRD's teacher head, heads under -b 0, the
+    # student's classifier under -r 0 -a 0): DDP must look for them every step.
     common = dict(eval_model=student, train_loader=train_loader, test_loader=test_loader, device=device,
                   logger=logger, checkpoint_payload=payload, seed=cfg.seed, max_steps=cfg.max_steps_per_epoch,
-                  amp=speed.amp_enabled(cfg, device))
+                  amp=speed.amp_enabled(cfg, device), find_unused_parameters=True)
 
     def body() -> dict[str, Any]:
         resumed_stage = resume.get("stage", "main") if resume is not None else None
@@ -140,7 +157,7 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
                 optimizer.load_state_dict(resume["optimizer"])
                 set_rng_state(resume["rng"])
             Trainer(objective=init, optimizer=optimizer, schedule=StepSchedule(init_lr), stage="init",
-                    **common).fit(options.init_epochs, progress_from(resume, "init"))
+                    **common).fit(options.init_epochs, progress_from(resume, "init", node, cfg.batch_size))
         if method_cls.init_stage:
             method.end_init_stage()
         optimizer = sgd(list(student.parameters()) + list(method.main_parameters()), cfg, lr, device)
@@ -148,7 +165,7 @@ def distill(cfg: RunConfig) -> dict[str, Any]:
             optimizer.load_state_dict(resume["optimizer"])
             set_rng_state(resume["rng"])
         progress = Trainer(objective=objective, optimizer=optimizer, schedule=schedule, save_freq=cfg.save_freq,
-                           **common).fit(cfg.epochs, progress_from(resume, "main"))
+                           **common).fit(cfg.epochs, progress_from(resume, "main", node, cfg.batch_size))
         return {**stage_result(progress, launch.run_dir), "teacher_acc": teacher_acc}
 
     summary = run_guarded(launch, body)

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from distillers.engine import distributed
 from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights
 from distillers.engine.trainer import evaluate, resolve_device
 from distillers.errors import UserError
@@ -42,11 +43,14 @@ def check_num_classes(model: nn.Module, state: dict[str, Any], num_classes: int,
 
 def evaluate_checkpoint(path: str, dataset: str, data_dir: str, arch: str | None = None, batch_size: int = 128,
                         device: str = "auto", workers: int = 2, download: bool = False) -> dict[str, Any]:
+    """Top-1/top-5 and loss of a checkpoint on the test split; under torchrun each process scores its share."""
     from distillers.data import load_datasets
 
-    _, test_set, info = load_datasets(dataset, data_dir, download=download)
-    torch_device = resolve_device(device)
-    model, name, _ = load_model(path, arch, info.num_classes)
-    model.to(torch_device)
-    loader = make_loader(test_set, batch_size, False, workers, 0, torch_device)
-    return {"arch": name, **evaluate(model, loader, torch_device)}
+    with distributed.launched(str(resolve_device(device))) as (node, name):
+        torch_device = resolve_device(name)
+        _, test_set, info = distributed.in_turn(lambda: load_datasets(dataset, data_dir, download=download)) \
+            if download else load_datasets(dataset, data_dir, download=False)
+        model, arch_name, _ = load_model(path, arch, info.num_classes)
+        model.to(torch_device)
+        loader = make_loader(test_set, batch_size, False, workers, 0, torch_device, node.rank, node.world_size)
+        return {"arch": arch_name, **evaluate(model, loader, torch_device)}

@@ -29,7 +29,8 @@ class QuickstartPlan:
 
 def _config(out: Path, name: str, seed: int, epochs: int, plan: QuickstartPlan, **fields) -> RunConfig:
     decay = (max(1, int(epochs * 0.75)),)
-    return RunConfig(dataset="digits", out=str(out), name=name, seed=seed, epochs=epochs, batch_size=plan.batch_size,
+    return RunConfig(dataset="digits", out=str(out), name=name, seed=seed, trial=seed + 1, epochs=epochs,
+                     batch_size=plan.batch_size,
                      lr_decay_epochs=decay, workers=0, device="cpu", overwrite=True, save_freq=0,
                      method_options=MethodOptions(feat_dim=64), **fields)
 

@@ -43,11 +43,13 @@ def train_loader(cfg: RunConfig, train_set: Any, info: DataInfo, device: torch.d
         return default_loader
     from distillers.data import DATASETS
     from distillers.data.gpu_loader import GpuLoader
+    from distillers.engine import distributed
 
     spec = DATASETS.get(cfg.dataset)
+    node = distributed.current()  # each process keeps the whole dataset and takes its shard of every epoch
     return GpuLoader.from_dataset(train_set, cfg.batch_size, device=device, mean=info.mean, std=info.std,
-                                  seed=cfg.seed, padding=spec.padding, flip=spec.flip,
-                                  channels_last=cfg.channels_last)
+                                  seed=cfg.seed, rank=node.rank, world_size=node.world_size, padding=spec.padding,
+                                  flip=spec.flip, channels_last=cfg.channels_last)
 
 
 def amp_enabled(cfg: RunConfig, device: torch.device) -> bool:

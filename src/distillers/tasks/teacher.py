@@ -4,33 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from distillers.config import RunConfig
-from distillers.errors import UserError
 from distillers.engine.checkpoint import load_weights
+from distillers.engine.distributed import DistInfo
 from distillers.engine.trainer import StepSchedule, Trainer, seed_everything, set_rng_state
+from distillers.errors import UserError
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Supervised
 from distillers.rundir import teacher_run_name
-from distillers.tasks.common import (finish_line, load_optimizer, make_loader, print_line, progress_from, run_guarded,
-                                     sgd, stage_result, start)
+from distillers.tasks.common import (finish_line, load_optimizer, make_loader, print_line, process_group,
+                                     progress_from, read_data, run_facts, run_guarded, scaled_lr, sgd, stage_result,
+                                     start, sync_batchnorm)
 
 
 def train_teacher(cfg: RunConfig) -> dict[str, Any]:
-    from distillers.data import load_datasets
+    """Train ``cfg.model``, in this process or in each of the processes torchrun started."""
+    with process_group(cfg.device) as (node, device):
+        return _train_teacher(cfg, node, device)
 
+
+def _train_teacher(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict[str, Any]:
     if not cfg.model:
         raise UserError("--model is required (e.g. --model resnet32x4)")
     model_name = MODELS.canonical(cfg.model)
     cfg.validate()
-    train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download)
-    lr = cfg.lr or default_lr(model_name)
+    train_set, test_set, info = read_data(cfg)
+    base_lr = cfg.lr or default_lr(model_name)
+    lr = scaled_lr(cfg, base_lr, node.world_size)
     name = cfg.name or teacher_run_name(model_name, cfg.dataset, cfg.trial)
     seed_everything(cfg.seed)  # the initial weights depend on --seed, and only on it
-    model = create_model(model_name, info.num_classes)
+    model = sync_batchnorm(create_model(model_name, info.num_classes), cfg, device)
     # A resumed checkpoint of another architecture is refused before the run directory is touched.
-    launch = start(cfg, name, {"task": "teacher", "model": model_name, "lr": lr, "num_classes": info.num_classes},
-                   check_resume=lambda resume, path: load_weights(model, resume["model"], path, model_name))
-    device = launch.device
+    launch = start(cfg, name, {"task": "teacher", "model": model_name, "num_classes": info.num_classes,
+                               **run_facts(cfg, node, base_lr, lr)},
+                   check_resume=lambda resume, path: load_weights(model, resume["model"], path, model_name),
+                   node=node, device=device)
     model.to(device)
     optimizer = sgd(model.parameters(), cfg, lr, device)
     if launch.resume is not None:
@@ -39,15 +49,17 @@ def train_teacher(cfg: RunConfig) -> dict[str, Any]:
     trainer = Trainer(
         objective=Supervised(model), eval_model=model, optimizer=optimizer,
         schedule=StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate),
-        train_loader=make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device),
-        test_loader=make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device),
+        train_loader=make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device, node.rank,
+                                 node.world_size),
+        test_loader=make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device, node.rank,
+                                node.world_size),
         device=device, logger=launch.logger, seed=cfg.seed, save_freq=cfg.save_freq,
         max_steps=cfg.max_steps_per_epoch,
         checkpoint_payload=lambda: {"model": model.state_dict(), "arch": model_name, "num_classes": info.num_classes,
                                     "dataset": cfg.dataset, "config": cfg.to_dict()})
 
     def body() -> dict[str, Any]:
-        progress = trainer.fit(cfg.epochs, progress_from(launch.resume, "main"))
+        progress = trainer.fit(cfg.epochs, progress_from(launch.resume, "main", node, cfg.batch_size))
         return stage_result(progress, launch.run_dir)
 
     summary = run_guarded(launch, body)

@@ -14,12 +14,14 @@ from torch.nn import functional as F
 
 from distillers.config import RunConfig
 from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights
+from distillers.engine.distributed import DistInfo
 from distillers.engine.trainer import StepSchedule, Trainer, seed_everything, set_rng_state
 from distillers.errors import UserError
 from distillers.models import MODELS, create_model, default_lr
 from distillers.rundir import transfer_run_name
-from distillers.tasks.common import (finish_line, load_optimizer, make_loader, print_line, progress_from, run_guarded,
-                                     sgd, stage_result, start)
+from distillers.tasks.common import (finish_line, load_optimizer, make_loader, print_line, process_group,
+                                     progress_from, read_data, run_facts, run_guarded, scaled_lr, sgd, stage_result,
+                                     start)
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -67,8 +69,15 @@ class LinearProbe(nn.Module):
 
 
 def transfer(cfg: RunConfig) -> dict[str, Any]:
-    from distillers.data import load_datasets
+    """Train a linear probe on a frozen student, in this process or in each of the processes torchrun started.
 
+    ``--sync-bn`` changes nothing here: the backbone's BatchNorm is frozen (eval mode) and the head has none.
+    """
+    with process_group(cfg.device) as (node, device):
+        return _transfer(cfg, node, device)
+
+
+def _transfer(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict[str, Any]:
     if not cfg.student_path:
         raise UserError("--student-ckpt is required")
     cfg.validate()
@@ -87,10 +96,11 @@ def transfer(cfg: RunConfig) -> dict[str, Any]:
         load_weights(model, state, cfg.student_path, arch)
     except UserError as error:
         raise UserError(f"{error} with --model") from None
-    train_set, test_set, info = load_datasets(cfg.dataset, cfg.data_dir, download=cfg.download)
+    train_set, test_set, info = read_data(cfg)
     seed_everything(cfg.seed)  # the head's initial weights depend on --seed, and only on it
     head = replace_classifier(model, info.num_classes)
-    lr = cfg.lr or default_lr(arch)
+    base_lr = cfg.lr or default_lr(arch)
+    lr = scaled_lr(cfg, base_lr, node.world_size)
     name = cfg.name or transfer_run_name(arch, checkpoint.get("dataset", "cifar100"), cfg.dataset, cfg.trial)
 
     def restore(resume: dict[str, Any], path: str) -> None:
@@ -102,9 +112,9 @@ def transfer(cfg: RunConfig) -> dict[str, Any]:
                             f"wrote it, or start over with --overwrite") from None
 
     # A resume checkpoint that does not fit is refused before the run directory is touched.
-    launch = start(cfg, name, {"task": "transfer", "model": arch, "student_path": cfg.student_path, "lr": lr,
-                               "num_classes": info.num_classes}, check_resume=restore)
-    device = launch.device
+    launch = start(cfg, name, {"task": "transfer", "model": arch, "student_path": cfg.student_path,
+                               "num_classes": info.num_classes, **run_facts(cfg, node, base_lr, lr)},
+                   check_resume=restore, node=node, device=device)
     probe = LinearProbe(model, head).to(device)
     optimizer = sgd(head.parameters(), cfg, lr, device)
     if launch.resume is not None:
@@ -113,8 +123,10 @@ def transfer(cfg: RunConfig) -> dict[str, Any]:
     trainer = Trainer(
         objective=probe, eval_model=model, optimizer=optimizer,
         schedule=StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate),
-        train_loader=make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device),
-        test_loader=make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device),
+        train_loader=make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device, node.rank,
+                                 node.world_size),
+        test_loader=make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device, node.rank,
+                                node.world_size),
         device=device, logger=launch.logger, seed=cfg.seed, save_freq=cfg.save_freq,
         max_steps=cfg.max_steps_per_epoch,
         checkpoint_payload=lambda: {"model": model.state_dict(), "head": head.state_dict(), "arch": arch,
@@ -122,7 +134,7 @@ def transfer(cfg: RunConfig) -> dict[str, Any]:
                                     "config": cfg.to_dict()})
 
     def body() -> dict[str, Any]:
-        progress = trainer.fit(cfg.epochs, progress_from(launch.resume, "main"))
+        progress = trainer.fit(cfg.epochs, progress_from(launch.resume, "main", node, cfg.batch_size))
         return stage_result(progress, launch.run_dir)
 
     summary = run_guarded(launch, body)

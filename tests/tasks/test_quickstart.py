@@ -1,0 +1,31 @@
+"""The offline quickstart runs the real tasks on scikit-learn's digits and prints what it measured."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from distillers.tasks.quickstart import QuickstartPlan, quickstart
+
+
+def test_quickstart_trains_all_four_and_prints_the_measured_table(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        plan = QuickstartPlan(teacher="resnet8", student="resnet8", teacher_epochs=1, student_epochs=1, seeds=(0,))
+        table = quickstart(str(tmp_path / "qs"), plan)
+    finally:
+        torch.set_num_threads(threads)
+    labels = [label for label, _ in table]
+    assert labels == ["teacher resnet8", "student resnet8 alone", "student + KD", "student + ICD"]
+    printed = capsys.readouterr().out
+    # Every number in the table is the one its run directory recorded.
+    runs = {"student resnet8 alone": "student_seed0", "student + KD": "kd_seed0", "student + ICD": "icd_seed0"}
+    for label, run in runs.items():
+        summary = json.loads((tmp_path / "qs" / run / "summary.json").read_text())
+        assert dict(table)[label] == [summary["last_acc"]]
+        assert f"{summary['last_acc']:.2f}" in printed
+    config = json.loads((tmp_path / "qs" / "kd_seed0" / "config.json").read_text())
+    assert config["dataset"] == "digits" and config["method"] == "kd" and config["trial"] == 1
+    assert "quickstart finished in" in printed
