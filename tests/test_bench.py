@@ -19,14 +19,6 @@ from distillers.objective import Distillation
 TINY = dict(batch_size=8, steps=2, warmup=1, device="cpu", amp=True, channels_last=True, num_images=64, nce_k=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI box is shared: one intra-op thread keeps these steps fast and their timing stable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_run_bench_on_cpu_returns_rows_with_throughput_ratio_and_memory():
     lines: list[str] = []

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from data.fake_data import FakeArrays, write_cifar100
 from distillers import cli
@@ -53,14 +52,6 @@ def only_child(folder: Path) -> Path:
     assert len(children) == 1, f"expected one run directory in {folder}, found {[c.name for c in children]}"
     return children[0]
 
-
-@pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster than contending."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,6 @@ STD = torch.tensor(CIFAR100_STD)
 ALL_PLACEMENTS = [(top, left, flip) for top in range(9) for left in range(9) for flip in (False, True)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI box is shared: one intra-op thread keeps these many small tensor ops fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def random_images(n: int, side: int = 32, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, side, side, 3), dtype=np.uint8)

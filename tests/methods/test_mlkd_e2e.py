@@ -18,15 +18,6 @@ from distillers.objective import Distillation
 TINY = ["--epochs", "1", "--max-steps-per-epoch", "2", "--workers", "0", "--batch-size", "8", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from intra-op threads, and on a shared 2-core machine spinning threads make
-    them many times slower; restored afterwards for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

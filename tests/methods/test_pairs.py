@@ -123,14 +123,6 @@ CASES = [pytest.param(method, pair, id=f"{method}-{pair[0]}-{pair[1]}")
          for method in METHODS.names() for pair in SEED_PAIRS]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two-image batches on a shared CPU: more intra-op threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_unequal_widths_follow_the_models_metadata():
     """The N/A table above is exactly the pairs whose declared feature channels differ."""

@@ -55,14 +55,6 @@ class Case:
     feats_pre: list[Tensor]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Small forwards run faster on one thread than with OpenMP workers on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module", params=list(ARCHITECTURES))
 def case(request: pytest.FixtureRequest) -> Case:

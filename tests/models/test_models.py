@@ -49,14 +49,6 @@ class Case:
         return self.ref
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny forwards run several times faster on one thread than with OpenMP workers on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module", params=CIFAR_MODELS)
 def case(request: pytest.FixtureRequest, models_reference: dict) -> Case:

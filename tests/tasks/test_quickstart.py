@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from distillers.tasks.quickstart import QuickstartPlan, quickstart
 
 
 def test_quickstart_trains_all_four_and_prints_the_measured_table(tmp_path, capsys):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        plan = QuickstartPlan(teacher="resnet8", student="resnet8", teacher_epochs=1, student_epochs=1, seeds=(0,))
-        table = quickstart(str(tmp_path / "qs"), plan)
-    finally:
-        torch.set_num_threads(threads)
+    plan = QuickstartPlan(teacher="resnet8", student="resnet8", teacher_epochs=1, student_epochs=1, seeds=(0,))
+    table = quickstart(str(tmp_path / "qs"), plan)
     labels = [label for label, _ in table]
     assert labels == ["teacher resnet8", "student resnet8 alone", "student + KD", "student + ICD"]
     printed = capsys.readouterr().out

@@ -26,14 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--workers", "0", "--batch-size", "16", "--max-steps-per-epoch", "3", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from intra-op threads on a shared 2-core machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @dataclass(frozen=True)
 class Assets:

@@ -10,7 +10,7 @@ so ``Step.feats_t`` holds ``teacher(x, is_feat=True, preact=True)[0]``.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
