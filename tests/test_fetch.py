@@ -435,3 +435,27 @@ def test_bad_arguments_are_user_errors(tmp_path: Path, kwargs: dict, complaint: 
     with pytest.raises(UserError, match=complaint):
         fetch_quietly(save_dir=tmp_path, **kwargs)
     assert files_under(tmp_path) == set()
+
+
+def test_cli_fetch_teachers_from_a_local_file_measures_accuracy_when_data_exists(tmp_path, capsys):
+    """The CLI path: --file installs the teacher where the seed expects it and reports its CIFAR-100 accuracy."""
+    from data.fake_data import write_cifar100
+    from distillers import cli
+    from distillers.models import create_model
+
+    data = write_cifar100(tmp_path / "data", n_train=10, n_test=20)
+    source = tmp_path / "resnet8.pth"
+    torch.save({"model": create_model("resnet8").state_dict(), "epoch": 240}, source)
+    save_dir = tmp_path / "save" / "models"
+    code = cli.main(["fetch-teachers", "resnet8", "--file", str(source), "--save-dir", str(save_dir),
+                     "--data-dir", str(data.root), "--device", "cpu"])
+    assert code == 0
+    target = save_dir / "resnet8_vanilla" / "ckpt_epoch_240.pth"
+    assert target.is_file() and (save_dir / "resnet8_vanilla" / "ckpt_epoch_240.pth.sha256").is_file()
+    out = capsys.readouterr().out
+    assert "resnet8: saved to" in out and "CIFAR-100 test top-1" in out
+    # Offline with no source that works: one clear line, exit code 2.
+    code = cli.main(["fetch-teachers", "resnet56", "--url", "http://127.0.0.1:9/none.pth", "--save-dir",
+                     str(save_dir)])
+    assert code == 2
+    assert capsys.readouterr().err.count("\n") == 1
