@@ -6,6 +6,7 @@ Every error a user can cause ends in one line on stderr and exit code 2, with no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -177,6 +178,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(args.ckpt, args.dataset, args.data_dir, args.model, args.batch_size, args.device,
                                  args.workers, args.download)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every process computed the same numbers
+        return 0
     print(f"{result['arch']} on {args.dataset}: top-1 {result['test_acc']:.2f}%  top-5 {result['test_acc_top5']:.2f}%"
           f"  loss {result['test_loss']:.4f}")
     return 0
@@ -282,7 +285,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     rows = run_bench(args.pairs, args.methods, args.batch_size, args.steps, args.warmup, args.device, args.data_path,
                      args.amp, args.channels_last, args.compile, num_images=args.num_images, workers=args.workers,
-                     log=lambda line: print(line, file=sys.stderr))
+                     nce_k=args.nce_k, log=lambda line: print(line, file=sys.stderr))
     print(format_table(rows))
     return 0
 
@@ -449,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile", action="store_true", help="ours with torch.compile (eager fallback)")
     bench.add_argument("--num-images", type=positive_int, default=50000, help="synthetic training images")
     bench.add_argument("--workers", type=int, default=None, help="seed pipeline's DataLoader workers (default 8)")
+    bench.add_argument("--nce-k", type=positive_int, default=16384, help="CRD negatives per sample")
     return parser
 
 
@@ -461,7 +465,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UserError as error:
-        print(f"distillers: error: {error}", file=sys.stderr)
+        # One write per line: under torchrun several processes share stderr, and their lines must not interleave.
+        sys.stderr.write(f"distillers: error: {error}\n")
+        sys.stderr.flush()
         return error.exit_code
     except KeyboardInterrupt:
         print("distillers: interrupted", file=sys.stderr)

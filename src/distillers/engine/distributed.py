@@ -22,6 +22,7 @@ from distillers.errors import UserError
 
 T = TypeVar("T")
 _owned = False  # whether ``setup`` created the process group (and ``teardown`` may destroy it)
+_generation = 0  # process groups ``setup`` created so far in this process (each gets its own store keys)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,14 @@ def setup(device: str) -> tuple[DistInfo, str]:
                             f"at most that many processes per node (torchrun --nproc_per_node)")
         torch.cuda.set_device(local_rank)  # before NCCL starts, so each process talks through its own GPU
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # torchrun's rendezvous (env://), with the keys of each group under their own prefix: a process that runs
+        # several tasks (a script calling train_teacher, then distill) joins a fresh group for each, and must not
+        # read the addresses its peers published for the previous one.
+        global _generation
+        _generation += 1
+        store, _, _ = next(dist.rendezvous("env://"))
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world,
+                                store=dist.PrefixStore(f"distillers/{_generation}", store))
         _owned = True
     return DistInfo(rank, world, local_rank), f"cuda:{local_rank}" if use_cuda else "cpu"
 
@@ -219,11 +227,13 @@ def wrap(module: nn.Module, device: torch.device, find_unused_parameters: bool =
 
 def average_batchnorm_stats(model: nn.Module) -> None:
     """Average the running statistics of the BatchNorm layers that trained (train mode) over ranks, so every rank
-    evaluates and saves the same model. Frozen ones (the teacher's, in eval mode) are identical already."""
+    evaluates and saves the same model. Frozen ones (the teacher's, in eval mode) and SyncBatchNorm layers (global
+    statistics) are identical already."""
     if world_size() == 1:
         return
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats and module.training:
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm) \
+                and module.track_running_stats and module.training:
             for buffer in (module.running_mean, module.running_var):
                 if buffer is not None:
                     buffer.copy_(all_mean(buffer))

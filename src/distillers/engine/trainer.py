@@ -179,10 +179,10 @@ class Progress:
 
     stage: str = "main"
     epoch: int = 0  # last completed epoch
-    step: int = 0  # completed steps of epoch + 1 (mid-epoch interruption), else 0
+    step: int = 0  # completed steps (per process) of epoch + 1 (mid-epoch interruption), else 0
     best_acc: float = 0.0
     best_epoch: int = 0
-    partial: Tensor | None = None  # running train sums of the interrupted epoch
+    partial: Tensor | None = None  # running train sums of the interrupted epoch (over all processes)
     partial_terms: dict[str, Tensor] | None = None  # running sums of each loss term of the interrupted epoch
     rng: dict[str, Any] | None = None  # RNG states at the interruption, restored to replay the rest of the epoch
 

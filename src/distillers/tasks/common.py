@@ -25,9 +25,9 @@ from distillers.engine.checkpoint import load_checkpoint, remove_stale_temporari
 from distillers.engine.distributed import DistInfo
 from distillers.engine.logging import RunLogger
 from distillers.engine.sampler import EpochSampler
-from distillers.engine.trainer import Interrupted, NonFiniteLoss, Progress, StepSchedule, Trainer, resolve_device
+from distillers.engine.trainer import Interrupted, NonFiniteLoss, Progress, resolve_device
 from distillers.errors import UserError
-from distillers.rundir import CONFIG, LAST, SUMMARY, write_json_atomic
+from distillers.rundir import CONFIG, LAST, write_json_atomic
 
 
 def prepare_run_dir(cfg: RunConfig, name: str) -> Path:

@@ -60,7 +60,7 @@ def run_protocol(method: Method, augment: str) -> str:
 
 
 def distill(cfg: RunConfig) -> dict[str, Any]:
-    """Distil ``cfg.student`` from ``cfg.teacher_path``, in this process or in each of the processes torchrun started."""
+    """Distil ``cfg.student`` from ``cfg.teacher_path``, in this process or in each process torchrun started."""
     with process_group(cfg.device) as (node, device):
         return _distill(cfg, node, device)
 
