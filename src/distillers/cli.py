@@ -6,6 +6,7 @@ Every error a user can cause ends in one line on stderr and exit code 2, with no
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any, Callable, Sequence
@@ -287,6 +288,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      args.amp, args.channels_last, args.compile, num_images=args.num_images, workers=args.workers,
                      nce_k=args.nce_k, log=lambda line: print(line, file=sys.stderr))
     print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=2)
     return 0
 
 
@@ -453,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--num-images", type=positive_int, default=50000, help="synthetic training images")
     bench.add_argument("--workers", type=int, default=None, help="seed pipeline's DataLoader workers (default 8)")
     bench.add_argument("--nce-k", type=positive_int, default=16384, help="CRD negatives per sample")
+    bench.add_argument("--json", default=None, help="also write the rows to this file (for docs/benchmarks.md)")
     return parser
 
 

@@ -34,39 +34,12 @@ from torch import Tensor, nn
 from distillers.methods import Method
 from conftest import reference_file
 from . import parity_adapters_a, parity_adapters_b
+from .parity import assert_matches, float64  # noqa: F401 (float64 is a fixture)
 
 ADAPTERS: dict[str, Callable[[dict], tuple]] = {**parity_adapters_a.ADAPTERS, **parity_adapters_b.ADAPTERS}
 
 REFERENCE = reference_file("DISTILLERS_REFERENCE", "losses.pt")
 CASES: dict[str, dict] = torch.load(REFERENCE, weights_only=True)["cases"]
-NEGLIGIBLE = 1e-10  # below this a fixture tensor is compared with the absolute tolerance only
-
-
-@pytest.fixture
-def float64():
-    """The reference runs in float64; restore the previous default so other tests are unaffected."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
-def assert_matches(actual: Tensor | None, expected: Tensor | None, what: str) -> None:
-    """The fixture's tolerance; integer tensors must be equal, ``None`` stands for all zeros."""
-    if expected is None:
-        assert actual is None or not actual.any(), f"{what}: expected no gradient, got a non-zero one"
-        return
-    if actual is None:
-        actual = torch.zeros_like(expected)
-    if not expected.is_floating_point():
-        assert actual.dtype == expected.dtype and torch.equal(actual, expected), f"{what}: {actual} != {expected}"
-        return
-    scale = expected.abs().max().item() if expected.numel() else 0.0
-    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * max(1.0, scale), msg=lambda m: f"{what}: {m}")
-    # That tolerance is absolute below 1, where it cannot see a 2% error in PKT's ~6e-5 loss: also hold a
-    # tensor to its own scale, unless it is numerically zero (a bias that BatchNorm cancels gets ~1e-17).
-    if scale > NEGLIGIBLE:
-        torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale, msg=lambda m: f"{what}: {m}")
 
 
 def _renamer(prefixes: dict[str, str]) -> Callable[[str], str]:

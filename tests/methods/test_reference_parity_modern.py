@@ -28,6 +28,8 @@ from distillers.methods.ofd import OFD
 from distillers.methods.reviewkd import ReviewKD
 from distillers.objective import Distillation
 
+from .parity import assert_matches, float64  # noqa: F401 (float64 is a fixture)
+
 CASES: dict[str, dict] = torch.load(reference_file("DISTILLERS_REFERENCE_MODERN", "losses_modern.pt"),
                                     weights_only=True)["cases"]
 UNUSED = torch.empty(0)  # stands for feature entries the methods must not read (stem, pooled embedding for OFD)
@@ -158,28 +160,6 @@ ADAPTERS: dict[str, Callable[[dict], Adapter]] = {
     "dkd": dkd, "dkd_ls": dkd, "kd_ls": kd_ls, "dist": dist, "mlkd": mlkd, "mlkd_ls": mlkd, "reviewkd": reviewkd,
     "ofd": ofd,
 }
-
-
-@pytest.fixture
-def float64():
-    """The reference runs in float64; restore the previous default so other tests are unaffected."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
-def assert_matches(actual: Tensor | None, expected: Tensor | None, what: str) -> None:
-    """The fixture's tolerance; integer tensors must be equal; ``None`` stands for no (or an all-zero) gradient."""
-    if expected is None:
-        assert actual is None or not actual.any(), f"{what}: expected no gradient, got a non-zero one"
-        return
-    assert actual is not None, f"{what}: missing"
-    if not expected.is_floating_point():
-        assert torch.equal(actual, expected), f"{what}: {actual} != {expected}"
-        return
-    scale = max(1.0, expected.abs().max().item())
-    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale, msg=lambda m: f"{what}: {m}")
 
 
 def assert_grads(inputs: dict, expected: dict, params: dict[str, Tensor], rename: Callable[[str], str]) -> None:
