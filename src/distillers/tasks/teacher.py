@@ -14,6 +14,7 @@ from distillers.errors import UserError
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Supervised
 from distillers.rundir import teacher_run_name
+from distillers.tasks import speed
 from distillers.tasks.common import (finish_line, load_optimizer, make_loader, print_line, process_group,
                                      progress_from, read_data, run_facts, run_guarded, scaled_lr, sgd, stage_result,
                                      start, sync_batchnorm)
@@ -42,6 +43,7 @@ def _train_teacher(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict
                    check_resume=lambda resume, path: load_weights(model, resume["model"], path, model_name),
                    node=node, device=device)
     model.to(device)
+    speed.prepare([model], cfg, device)
     optimizer = sgd(model.parameters(), cfg, lr, device)
     if launch.resume is not None:
         load_optimizer(optimizer, launch.resume, launch.run_dir)
@@ -49,12 +51,13 @@ def _train_teacher(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict
     trainer = Trainer(
         objective=Supervised(model), eval_model=model, optimizer=optimizer,
         schedule=StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate),
-        train_loader=make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device, node.rank,
-                                 node.world_size),
+        train_loader=speed.train_loader(cfg, train_set, info, device,
+                                        make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device,
+                                                    node.rank, node.world_size)),
         test_loader=make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device, node.rank,
                                 node.world_size),
         device=device, logger=launch.logger, seed=cfg.seed, save_freq=cfg.save_freq,
-        max_steps=cfg.max_steps_per_epoch,
+        max_steps=cfg.max_steps_per_epoch, amp=speed.amp_enabled(cfg, device),
         checkpoint_payload=lambda: {"model": model.state_dict(), "arch": model_name, "num_classes": info.num_classes,
                                     "dataset": cfg.dataset, "config": cfg.to_dict()})
 
