@@ -132,7 +132,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, autocast:
         loss = nn.functional.cross_entropy(logits, batch["target"], reduction="sum")
         top1, top5 = count_correct(logits, batch["target"])
         totals += torch.stack([loss.double(), top1.double(), top5.double(),
-                               torch.tensor(float(len(logits)), device=device, dtype=torch.float64)])
+                               torch.full((), float(len(logits)), device=device, dtype=torch.float64)])
     loss_sum, top1, top5, count = distributed.all_sum(totals).tolist()  # the one host sync of an evaluation
     if count == 0:
         raise UserError("the test set is empty")
@@ -364,11 +364,13 @@ class Trainer:
             step += 1
             with torch.no_grad():
                 detached = loss.detach().double()
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached),
-                                        torch.tensor(step, device=self.device), first_bad)
+                # Python numbers enter as kernel arguments (torch.full), never as host-to-device copies, which
+                # would make the host wait for the GPU at every step.
+                step_on_device = torch.full((), step, dtype=torch.long, device=self.device)
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step_on_device, first_bad)
                 top1 = count_correct(logits.detach().float(), batch["target"], topk=(1,))[0]
                 sums += torch.stack([detached * len(logits), top1.double(),
-                                     torch.tensor(float(len(logits)), dtype=torch.float64, device=self.device)])
+                                     torch.full((), float(len(logits)), dtype=torch.float64, device=self.device)])
                 for name, value in terms.items():
                     term_sums[name] = term_sums.get(name, 0) + value.detach().double() * len(logits)
             if bar is not None:
