@@ -634,13 +634,22 @@ def write_report(run_dirs: Iterable[str | Path], fmt: str = "markdown", out: str
     if dataset is None:
         found = {r.dataset for r in records if r.task == "distill"}
         dataset = found.pop() if len(found) == 1 else "cifar100"
-    table = build_table(records, metric=metric, published=published, dataset=dataset)
-    text = RENDERERS[FORMATS[fmt]](table)
+    from distillers.report_transfer import transfer_markdown
+
+    # Transfer runs (linear probes) make the seed's third table; markdown shows it under the distillation one.
+    transfer_text = transfer_markdown(records, metric, published) if FORMATS[fmt] == "md" else ""
+    try:
+        table: Table | None = build_table(records, metric=metric, published=published, dataset=dataset)
+    except UserError:
+        if not transfer_text:
+            raise
+        table = None
+    text = "\n".join(part for part in (RENDERERS[FORMATS[fmt]](table) if table else "", transfer_text) if part)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
-    if plots_dir is not None:
+    if plots_dir is not None and table is not None:
         from distillers import plots  # matplotlib only when plots are asked for
 
         plots_dir = Path(plots_dir)
