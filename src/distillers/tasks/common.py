@@ -293,6 +293,29 @@ def stage_result(progress: Progress, run_dir: Path) -> dict[str, Any]:
             "best_acc": progress.best_acc, "best_epoch": progress.best_epoch}
 
 
+def task_loaders(cfg: RunConfig, train_set: Dataset, test_set: Dataset, info: Any, device: torch.device,
+                 node: DistInfo) -> tuple[Any, DataLoader]:
+    """The training batches (GPU-resident when ``--data-path`` allows, see ``tasks.speed``) and the ordered test
+    loader, both sharded over the ranks."""
+    from distillers.tasks import speed
+
+    train = make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device, node.rank, node.world_size)
+    test = make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device, node.rank, node.world_size)
+    return speed.train_loader(cfg, train_set, info, device, train), test
+
+
+def run_single_stage(launch: Launch, trainer: Any, node: DistInfo, label: str) -> dict[str, Any]:
+    """Fit ``trainer`` for ``--epochs`` (from the resume point), record the summary and print the closing line."""
+
+    def body() -> dict[str, Any]:
+        progress = trainer.fit(launch.cfg.epochs, progress_from(launch.resume, "main", node, launch.cfg.batch_size))
+        return stage_result(progress, launch.run_dir)
+
+    summary = run_guarded(launch, body)
+    print_line(finish_line(label, launch.run_dir, summary))
+    return summary
+
+
 def print_line(text: str) -> None:
     """Print the task's closing line (once: on rank 0 under DDP)."""
     if distributed.rank() == 0:

@@ -17,8 +17,8 @@ from distillers.methods.base import Method
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Distillation, InitStage
 from distillers.rundir import distill_run_name
-from distillers.tasks.common import (finish_line, make_loader, print_line, process_group, progress_from, read_data,
-                                     run_facts, run_guarded, scaled_lr, sgd, stage_result, start, sync_batchnorm)
+from distillers.tasks.common import (finish_line, print_line, process_group, progress_from, read_data, run_facts,
+                                     run_guarded, scaled_lr, sgd, stage_result, start, sync_batchnorm, task_loaders)
 from distillers.tasks import speed
 from distillers.tasks.evaluate import load_model
 
@@ -117,11 +117,7 @@ def _distill(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict[str, 
                     f"on it (its BatchNorm statistics see both views), so this run is marked protocol {protocol}")
     objective = Distillation(student, teacher, method, weights, options.kd_T).to(device)
     speed.prepare([student, teacher], cfg, device)
-    train_loader = speed.train_loader(cfg, train_set, info, device,
-                                      make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device,
-                                                  node.rank, node.world_size))
-    test_loader = make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device, node.rank,
-                              node.world_size)
+    train_loader, test_loader = task_loaders(cfg, train_set, test_set, info, device, node)
 
     def payload() -> dict[str, Any]:
         state = {"model": student.state_dict(), "arch": student_name, "num_classes": info.num_classes,

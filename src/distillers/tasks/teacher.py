@@ -15,9 +15,8 @@ from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Supervised
 from distillers.rundir import teacher_run_name
 from distillers.tasks import speed
-from distillers.tasks.common import (finish_line, load_optimizer, make_loader, print_line, process_group,
-                                     progress_from, read_data, run_facts, run_guarded, scaled_lr, sgd, stage_result,
-                                     start, sync_batchnorm)
+from distillers.tasks.common import (load_optimizer, process_group, read_data, run_facts, run_single_stage, scaled_lr,
+                                     sgd, start, sync_batchnorm, task_loaders)
 
 
 def train_teacher(cfg: RunConfig) -> dict[str, Any]:
@@ -48,23 +47,14 @@ def _train_teacher(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict
     if launch.resume is not None:
         load_optimizer(optimizer, launch.resume, launch.run_dir)
         set_rng_state(launch.resume["rng"])
+    train_loader, test_loader = task_loaders(cfg, train_set, test_set, info, device, node)
     trainer = Trainer(
         objective=Supervised(model), eval_model=model, optimizer=optimizer,
         schedule=StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate),
-        train_loader=speed.train_loader(cfg, train_set, info, device,
-                                        make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device,
-                                                    node.rank, node.world_size)),
-        test_loader=make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device, node.rank,
-                                node.world_size),
+        train_loader=train_loader, test_loader=test_loader,
         device=device, logger=launch.logger, seed=cfg.seed, save_freq=cfg.save_freq,
         max_steps=cfg.max_steps_per_epoch, amp=speed.amp_enabled(cfg, device),
         checkpoint_payload=lambda: {"model": model.state_dict(), "arch": model_name, "num_classes": info.num_classes,
                                     "dataset": cfg.dataset, "config": cfg.to_dict()})
 
-    def body() -> dict[str, Any]:
-        progress = trainer.fit(cfg.epochs, progress_from(launch.resume, "main", node, cfg.batch_size))
-        return stage_result(progress, launch.run_dir)
-
-    summary = run_guarded(launch, body)
-    print_line(finish_line(f"teacher {model_name}", launch.run_dir, summary))
-    return summary
+    return run_single_stage(launch, trainer, node, f"teacher {model_name}")

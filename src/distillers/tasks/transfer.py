@@ -19,9 +19,8 @@ from distillers.engine.trainer import StepSchedule, Trainer, seed_everything, se
 from distillers.errors import UserError
 from distillers.models import MODELS, create_model, default_lr
 from distillers.rundir import transfer_run_name
-from distillers.tasks.common import (finish_line, load_optimizer, make_loader, print_line, process_group,
-                                     progress_from, read_data, run_facts, run_guarded, scaled_lr, sgd, stage_result,
-                                     start)
+from distillers.tasks.common import (load_optimizer, process_group, read_data, run_facts, run_single_stage, scaled_lr,
+                                     sgd, start, task_loaders)
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -120,26 +119,18 @@ def _transfer(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict[str,
     if launch.resume is not None:
         load_optimizer(optimizer, launch.resume, launch.run_dir)
         set_rng_state(launch.resume["rng"])
+    train_loader, test_loader = task_loaders(cfg, train_set, test_set, info, device, node)
     trainer = Trainer(
         objective=probe, eval_model=model, optimizer=optimizer,
         schedule=StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate),
-        train_loader=make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device, node.rank,
-                                 node.world_size),
-        test_loader=make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device, node.rank,
-                                node.world_size),
+        train_loader=train_loader, test_loader=test_loader,
         device=device, logger=launch.logger, seed=cfg.seed, save_freq=cfg.save_freq,
         max_steps=cfg.max_steps_per_epoch,
         checkpoint_payload=lambda: {"model": model.state_dict(), "head": head.state_dict(), "arch": arch,
                                     "num_classes": info.num_classes, "dataset": cfg.dataset,
                                     "config": cfg.to_dict()})
 
-    def body() -> dict[str, Any]:
-        progress = trainer.fit(cfg.epochs, progress_from(launch.resume, "main", node, cfg.batch_size))
-        return stage_result(progress, launch.run_dir)
-
-    summary = run_guarded(launch, body)
-    print_line(finish_line(f"transfer {arch} -> {cfg.dataset}", launch.run_dir, summary))
-    return summary
+    return run_single_stage(launch, trainer, node, f"transfer {arch} -> {cfg.dataset}")
 
 
 def _classes_in(state: dict[str, Tensor], arch: str, source: str) -> int:
