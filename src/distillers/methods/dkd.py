@@ -7,15 +7,13 @@ the distribution over the other classes), weighted separately and warmed up line
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from distillers.methods import METHODS
 from distillers.methods.base import Method, Pair, Step, Weights
-from distillers.methods.logit_standardization import LS_PAPER, standardize
+from distillers.methods.logit_standardization import LS_PAPER, LogitOptions, Standardized, standardize
 
 # mdistiller configs/cifar100/dkd/*.yaml: DKD.BETA per (teacher, student); unlisted pairs get the cfg default 8.
 DKD_BETA: dict[tuple[str, str], float] = {
@@ -54,7 +52,7 @@ def dkd_loss(logits_s: Tensor, logits_t: Tensor, target: Tensor, alpha: float, b
 
 
 @METHODS.register("dkd")
-class DKD(Method):
+class DKD(LogitOptions, Method):
     """Decoupled KD, ``min(epoch / warmup, 1) * (alpha * TCKD + beta * NCKD)`` on top of ``gamma * CE``.
 
     Options (``pair.options.extra``): ``alpha`` (1), ``beta`` (per pair, see ``DKD_BETA``), ``T`` (``--kd_T``, 4),
@@ -69,26 +67,18 @@ class DKD(Method):
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
     weights_note = ("mdistiller configs/cifar100/dkd: CE_WEIGHT 1, ALPHA 1, BETA 8/6/2 per pair, T 4, WARMUP 20; "
                     "gamma = CE weight, alpha/beta/warm-up live inside the method (beta = 1)")
-    logit_stand: ClassVar[bool] = False  # standardise the logits of the KL terms (dkd_ls)
-    temperature_key: ClassVar[str] = "T"  # the option naming the temperature
-    default_kd_weight: ClassVar[float] = 1.0
 
     def __init__(self, alpha: float = 1.0, beta: float = DEFAULT_BETA, T: float = 4.0, warmup: int = 20) -> None:
         super().__init__()
         self.alpha, self.beta, self.T, self.warmup = alpha, beta, T, warmup
 
     @classmethod
-    def default_T(cls, pair: Pair) -> float:
-        """The temperature without an option: the seed's ``--kd_T`` (4)."""
-        return pair.options.kd_T
-
-    @classmethod
     def build(cls, pair: Pair) -> "DKD":
         extra = pair.options.extra
-        kd_weight = float(extra.get("kd_weight", cls.default_kd_weight))
+        kd_weight = cls.kd_weight_for(pair)
         beta = float(extra.get("beta", DKD_BETA.get((pair.teacher_name, pair.student_name), DEFAULT_BETA)))
         return cls(alpha=kd_weight * float(extra.get("alpha", 1.0)), beta=kd_weight * beta,
-                   T=float(extra.get(cls.temperature_key, cls.default_T(pair))), warmup=int(extra.get("warmup", 20)))
+                   T=cls.temperature_for(pair), warmup=int(extra.get("warmup", 20)))
 
     def loss(self, logits_s: Tensor, logits_t: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(DKD, TCKD, NCKD)`` without the warm-up factor (on standardised logits for ``dkd_ls``)."""
@@ -103,7 +93,7 @@ class DKD(Method):
 
 
 @METHODS.register("dkd_ls")
-class DKDLS(DKD):
+class DKDLS(Standardized, DKD):
     """DKD on standardised logits (the LS fork's ``--logit-stand --base-temp 2 --kd-weight 9``).
 
     Options as ``dkd`` but the temperature is ``base_temp`` (default 2) and ``kd_weight`` defaults to 9, so
@@ -114,10 +104,3 @@ class DKDLS(DKD):
     paper = LS_PAPER
     weights_note = ("logit-standardization-KD fork over mdistiller's DKD configs: alpha and beta times --kd-weight 9, "
                     "T = --base-temp 2, CE weight 1, warm-up 20")
-    logit_stand = True
-    temperature_key = "base_temp"
-    default_kd_weight = 9.0
-
-    @classmethod
-    def default_T(cls, pair: Pair) -> float:
-        return 2.0  # the fork's --base-temp 2

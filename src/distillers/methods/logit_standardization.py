@@ -8,6 +8,8 @@ mdistiller fork (sunshangquan/logit-standardization-KD, ``--logit-stand --base-t
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from distillers.methods import METHODS
@@ -26,13 +28,40 @@ def standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:
     return (logits - mean) / (eps + std)
 
 
+class LogitOptions:
+    """How a logit method reads its temperature and KD weight from ``--method-opt`` (mixin for DKD, MLKD, KD+LS)."""
+
+    logit_stand: ClassVar[bool] = False  # standardise the logits entering the KL terms
+    temperature_key: ClassVar[str] = "T"  # the option naming the temperature
+    default_temperature: ClassVar[float | None] = None  # None: the seed's --kd_T (4)
+    default_kd_weight: ClassVar[float] = 1.0
+
+    @classmethod
+    def temperature_for(cls, pair: Pair) -> float:
+        default = pair.options.kd_T if cls.default_temperature is None else cls.default_temperature
+        return float(pair.options.extra.get(cls.temperature_key, default))
+
+    @classmethod
+    def kd_weight_for(cls, pair: Pair) -> float:
+        return float(pair.options.extra.get("kd_weight", cls.default_kd_weight))
+
+
+class Standardized(LogitOptions):
+    """The LS fork's flags ``--logit-stand --base-temp 2 --kd-weight 9`` as option defaults."""
+
+    logit_stand = True
+    temperature_key = "base_temp"
+    default_temperature = 2.0
+    default_kd_weight = 9.0
+
+
 def kd_ls_loss(logits_s: Tensor, logits_t: Tensor, T: float) -> Tensor:
     """KD (batch-mean KL times ``T^2``) between the standardised logits at base temperature ``T``."""
     return kd_loss(standardize(logits_s), standardize(logits_t), T)
 
 
 @METHODS.register("kd_ls")
-class KDLS(Method):
+class KDLS(Standardized, Method):
     """KD on standardised logits: ``kd_weight * T^2 * KL(softmax(Z(z_t)/T) || softmax(Z(z_s)/T))``.
 
     Options (``pair.options.extra``): ``base_temp`` (default 2), ``kd_weight`` (default 9). Kept quirks: ``Z`` uses
@@ -53,8 +82,7 @@ class KDLS(Method):
 
     @classmethod
     def build(cls, pair: Pair) -> "KDLS":
-        extra = pair.options.extra
-        return cls(T=float(extra.get("base_temp", 2.0)), kd_weight=float(extra.get("kd_weight", 9.0)))
+        return cls(T=cls.temperature_for(pair), kd_weight=cls.kd_weight_for(pair))
 
     def forward(self, step: Step) -> dict[str, Tensor]:
         return {"kd_ls": self.kd_weight * kd_ls_loss(step.logits_s, step.logits_t, self.T)}

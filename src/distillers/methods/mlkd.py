@@ -19,7 +19,7 @@ from torch import Tensor
 from distillers.errors import UserError
 from distillers.methods import METHODS
 from distillers.methods.base import Method, Pair, Step, Weights, kd_loss
-from distillers.methods.logit_standardization import LS_PAPER, standardize
+from distillers.methods.logit_standardization import LS_PAPER, LogitOptions, Standardized, standardize
 
 # KD_ours's extra temperatures after the cfg's T: the first two also serve the strong view, the last two do not.
 EXTRA_TEMPERATURES = (3.0, 5.0, 2.0, 6.0)
@@ -76,7 +76,7 @@ def mlkd_loss(logits_s_weak: Tensor, logits_s_strong: Tensor, logits_t_weak: Ten
 
 
 @METHODS.register("mlkd")
-class MLKD(Method):
+class MLKD(LogitOptions, Method):
     """Multi-level logit distillation on two views; the objective's ``gamma * CE`` covers the weak view and the method
     adds ``ce_weight * CE`` of the strong view, so ``gamma = ce_weight`` reproduces the reference's ``loss_ce``.
 
@@ -94,25 +94,16 @@ class MLKD(Method):
                     "method. Published numbers use two views (strong = RandAugment + Cutout), lr 0.025, 240-960 epochs")
     protocol = "mlkd-strong"  # published numbers: MLKD's two-view recipe, not the CRD protocol
     needs_strong_view: ClassVar[bool] = True  # the engine must put the strong view's logits in Step.extra
-    logit_stand: ClassVar[bool] = False
-    temperature_key: ClassVar[str] = "T"
-    default_kd_weight: ClassVar[float] = 0.9
+    default_kd_weight = 0.9
 
     def __init__(self, T: float = 4.0, kd_weight: float = 0.9, ce_weight: float = 0.1) -> None:
         super().__init__()
         self.T, self.kd_weight, self.ce_weight = T, kd_weight, ce_weight
 
     @classmethod
-    def default_T(cls, pair: Pair) -> float:
-        """The temperature without an option: the seed's ``--kd_T`` (4)."""
-        return pair.options.kd_T
-
-    @classmethod
     def build(cls, pair: Pair) -> "MLKD":
-        extra = pair.options.extra
-        return cls(T=float(extra.get(cls.temperature_key, cls.default_T(pair))),
-                   kd_weight=float(extra.get("kd_weight", cls.default_kd_weight)),
-                   ce_weight=float(extra.get("ce_weight", cls.weights.gamma)))
+        return cls(T=cls.temperature_for(pair), kd_weight=cls.kd_weight_for(pair),
+                   ce_weight=float(pair.options.extra.get("ce_weight", cls.weights.gamma)))
 
     def loss(self, logits_s_weak: Tensor, logits_s_strong: Tensor, logits_t_weak: Tensor,
              logits_t_strong: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -132,7 +123,7 @@ class MLKD(Method):
 
 
 @METHODS.register("mlkd_ls")
-class MLKDLS(MLKD):
+class MLKDLS(Standardized, MLKD):
     """MLKD with standardised logits in every KL term (the LS fork's ``--logit-stand --base-temp 2 --kd-weight 9``).
 
     Options as ``mlkd`` but the temperature is ``base_temp`` (default 2, so temperature 2 is used twice) and
@@ -143,10 +134,3 @@ class MLKDLS(MLKD):
     paper = LS_PAPER
     weights_note = ("logit-standardization-KD fork's MLKD: --logit-stand --base-temp 2 --kd-weight 9, CE weight 0.1; "
                     "the fork trains resnet32x4 -> resnet8x4 for 480 epochs on two views")
-    logit_stand = True
-    temperature_key = "base_temp"
-    default_kd_weight = 9.0
-
-    @classmethod
-    def default_T(cls, pair: Pair) -> float:
-        return 2.0  # the fork's --base-temp 2
