@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import torch
 from torch import Tensor
@@ -34,3 +36,19 @@ def assert_matches(actual: Tensor | None, expected: Tensor | None, what: str) ->
     # tensor to its own scale, unless it is numerically zero (a bias that BatchNorm cancels gets ~1e-17).
     if scale > NEGLIGIBLE:
         torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale, msg=lambda m: f"{what}: {m}")
+
+
+def assert_grads(inputs: dict, expected: dict, params: dict[str, Tensor], rename: Callable[[str], str]) -> None:
+    """Every recorded gradient: of a student input (a tensor or a feature list) or of a parameter (fixture name)."""
+    for name, want in expected.items():
+        if name in inputs:
+            got = inputs[name]
+            if isinstance(want, (list, tuple)):
+                assert len(got) == len(want), f"grad of {name}: {len(got)} tensors, expected {len(want)}"
+                for i, (g, w) in enumerate(zip(got, want)):
+                    assert_matches(g.grad, w, f"grad of {name}[{i}]")
+            else:
+                assert_matches(got.grad, want, f"grad of {name}")
+        else:
+            assert rename(name) in params, f"gradient recorded for {name!r}, which is neither an input nor a parameter"
+            assert_matches(params[rename(name)].grad, want, f"grad of {name}")

@@ -29,12 +29,12 @@ from typing import Any, Callable
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from distillers.methods import Method
 from conftest import reference_file
 from . import parity_adapters_a, parity_adapters_b
-from .parity import assert_matches, float64  # noqa: F401 (float64 is a fixture)
+from .parity import assert_grads, assert_matches, float64  # noqa: F401 (float64 is a fixture)
 
 ADAPTERS: dict[str, Callable[[dict], tuple]] = {**parity_adapters_a.ADAPTERS, **parity_adapters_b.ADAPTERS}
 
@@ -112,18 +112,7 @@ def test_reference_case(case_name: str, float64: None) -> None:
     if loss.requires_grad:
         loss.backward()
     params = dict(module.named_parameters()) if module is not None else {}
-    for name, want in expected["grad"].items():
-        if name in inputs:
-            got = inputs[name]
-            if isinstance(want, (list, tuple)):
-                assert len(got) == len(want), f"grad of {name}: {len(got)} tensors, expected {len(want)}"
-                for i, (g, w) in enumerate(zip(got, want)):
-                    assert_matches(g.grad, w, f"grad of {name}[{i}]")
-            else:
-                assert_matches(got.grad, want, f"grad of {name}")
-        else:
-            assert rename(name) in params, f"gradient recorded for {name!r}, which is neither an input nor a parameter"
-            assert_matches(params[rename(name)].grad, want, f"grad of {name}")
+    assert_grads(inputs, expected["grad"], params, rename)
 
     trainable = _trainable(module, case, options) if module is not None else set()
     assert trainable == {rename(n) for n in case["trainable_params"]}, "trainable parameters differ"

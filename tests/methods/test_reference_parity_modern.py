@@ -28,7 +28,7 @@ from distillers.methods.ofd import OFD
 from distillers.methods.reviewkd import ReviewKD
 from distillers.objective import Distillation
 
-from .parity import assert_matches, float64  # noqa: F401 (float64 is a fixture)
+from .parity import assert_grads, assert_matches, float64  # noqa: F401 (float64 is a fixture)
 
 CASES: dict[str, dict] = torch.load(reference_file("DISTILLERS_REFERENCE_MODERN", "losses_modern.pt"),
                                     weights_only=True)["cases"]
@@ -160,21 +160,6 @@ ADAPTERS: dict[str, Callable[[dict], Adapter]] = {
     "dkd": dkd, "dkd_ls": dkd, "kd_ls": kd_ls, "dist": dist, "mlkd": mlkd, "mlkd_ls": mlkd, "reviewkd": reviewkd,
     "ofd": ofd,
 }
-
-
-def assert_grads(inputs: dict, expected: dict, params: dict[str, Tensor], rename: Callable[[str], str]) -> None:
-    for name, want in expected.items():
-        if name in inputs:
-            got = inputs[name]
-            if isinstance(want, list):
-                assert len(got) == len(want), f"grad of {name}: {len(got)} tensors, expected {len(want)}"
-                for i, (g, w) in enumerate(zip(got, want)):
-                    assert_matches(g.grad, w, f"grad of {name}[{i}]")
-            else:
-                assert_matches(got.grad, want, f"grad of {name}")
-        else:
-            assert rename(name) in params, f"gradient recorded for {name!r}, neither an input nor a parameter"
-            assert_matches(params[rename(name)].grad, want, f"grad of {name}")
 
 
 def prepare(case: dict) -> tuple[Adapter, dict]:
