@@ -275,10 +275,10 @@ def test_queue_mode_end_to_end_through_the_cli(tmp_path):
             "--data-dir", str(data.root), "--out", str(tmp_path / "runs")]
     assert main(["train-teacher", "--model", "resnet8", *tiny]) == 0
     teacher = tmp_path / "runs" / "resnet8_cifar100_vanilla_trial-1" / "last.pt"
-    assert main(["distill", "--teacher", str(teacher), "--student", "resnet8", "--method", "crd", "--nce-k", "16",
+    assert main(["distill", "--teacher", str(teacher), "--student", "resnet8", "--method", "crd", "--nce-k", "24",
                  "--feat-dim", "8", "--method-opt", "crd_memory=queue", *tiny]) == 0
     run = tmp_path / "runs" / "S-resnet8_T-resnet8_cifar100_crd_r-1_a-0_b-0.8_trial-1_crd-queue"
     assert json.loads((run / "config.json").read_text())["protocol"] == "crd-queue"
     state = load_checkpoint(run / "last.pt")["method_state"]
-    assert state["contrast.queue_v1"].shape == (16, 8) and "contrast.memory_v1" not in state
-    assert int(state["contrast.queue_ptr"]) == 16 % 16  # two batches of 8 written into a ring of 16
+    assert state["contrast.queue_v1"].shape == (24, 8) and "contrast.memory_v1" not in state
+    assert int(state["contrast.queue_ptr"]) == 16  # two batches of 8 written into a ring of 24
