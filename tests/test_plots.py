@@ -113,7 +113,7 @@ def test_correlation_difference_plot(tmp_path: Path) -> None:
 
 
 def test_correlation_accepts_torch_tensors(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     teacher = torch.randn(50, 5, requires_grad=True)
     path = tmp_path / "corr.png"
     assert_real_png(path, plots.correlation_difference_plot(teacher, teacher * 2 + torch.randn(50, 5), path))
