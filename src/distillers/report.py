@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from distillers import rundir
 from distillers.errors import UserError
+from distillers.seed_grid import pair_rank
 
 METRICS = ("last", "best")
 FORMATS = {"markdown": "md", "md": "md", "csv": "csv", "json": "json"}
@@ -46,13 +47,6 @@ DISPLAY_NAMES = {
 SEED_ROWS = ("KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST", "CRD", "CRD+KD",
              "ICD", "ICD+KD", "RRD", "RRD+KD")
 LATER_METHODS = ("KDSVD", "DKD", "ReviewKD", "OFD", "DIST", "MLKD", "KD+LS", "DKD+LS", "MLKD+LS")
-# Column order of the seed README's two tables (registry model names).
-SEED_PAIRS = (
-    ("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet56", "resnet20"), ("resnet110", "resnet20"),
-    ("resnet110", "resnet32"), ("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"),
-    ("vgg13", "MobileNetV2"), ("ResNet50", "MobileNetV2"), ("ResNet50", "vgg8"), ("resnet32x4", "ShuffleV1"),
-    ("resnet32x4", "ShuffleV2"), ("wrn_40_2", "ShuffleV1"),
-)
 DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "stl10": "STL-10", "tiny_imagenet": "Tiny ImageNet"}
 # Where a logit-standardisation switch may sit in config.json (the shared option of DESIGN.md).
 _LS_KEYS = ("logit_stand", "logit_standardization", "logit_standardisation")
@@ -343,10 +337,6 @@ def _method_rank(label: str) -> tuple:
     return (2, 0, label)
 
 
-def _pair_rank(pair: tuple[str, str]) -> tuple:
-    return (0, SEED_PAIRS.index(pair), pair) if pair in SEED_PAIRS else (1, 0, pair)
-
-
 def _setting(record: RunRecord) -> tuple:
     return (*record.weights, record.epochs)
 
@@ -391,7 +381,7 @@ def build_table(records: Sequence[RunRecord], metric: str = "last", published: b
     if others:
         notes.append(f"{len(others)} {'/'.join(sorted({r.task for r in others}))} run(s) are not part of this table")
 
-    pairs = sorted({(r.teacher, r.model) for r in usable}, key=_pair_rank)
+    pairs = sorted({(r.teacher, r.model) for r in usable}, key=pair_rank)
     index = Published.load() if published else None
     rows = _build_rows(usable, pairs, metric, index)
     teachers = [r for r in on_dataset if r.task == "teacher"]

@@ -11,13 +11,8 @@ from distillers.errors import UserError
 from distillers.methods import METHODS
 from distillers.models import MODELS
 from distillers.rundir import LAST, SUMMARY, distill_run_name, read_json, teacher_run_name
-
-# The seed README's two tables: teacher -> student.
-SEED_PAIRS = ("wrn_40_2:wrn_16_2", "wrn_40_2:wrn_40_1", "resnet56:resnet20", "resnet110:resnet20",
-              "resnet110:resnet32", "resnet32x4:resnet8x4", "vgg13:vgg8", "vgg13:MobileNetV2", "ResNet50:MobileNetV2",
-              "ResNet50:vgg8", "resnet32x4:ShuffleV1", "resnet32x4:ShuffleV2", "wrn_40_2:ShuffleV1")
-SEED_METHODS = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd+kd",
-                "icd", "icd+kd", "rrd", "rrd+kd")
+from distillers.seed_grid import SEED_METHODS  # noqa: F401  (re-exported: the CLI's default rows)
+from distillers.seed_grid import SEED_PAIR_ARGS as SEED_PAIRS  # the seed's pairs as --pairs items
 
 
 @dataclass(frozen=True)
