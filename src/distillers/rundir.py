@@ -41,10 +41,41 @@ def transfer_run_name(model: str, source: str, dataset: str, trial: int | str) -
     return f"transfer_{model}_{source}_to_{dataset}_trial-{trial}"
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (changing it races with other threads)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temporary_beside(path: Path, suffix: str = "") -> tuple[int, str]:
+    """A temporary file next to ``path`` (for write + rename) with the mode a plain ``open()`` would give.
+
+    ``tempfile.mkstemp`` creates files 0600 whatever the umask; renamed into place, a checkpoint or summary would
+    then be unreadable for the lab mates the user's umask lets read everything else.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(payload, handle, indent=2, sort_keys=True)

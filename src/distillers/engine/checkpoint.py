@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from distillers.errors import UserError
+from distillers.rundir import temporary_beside
 
 TMP_SUFFIX = ".tmp"  # ``.<name>.<random>.tmp``: a write in progress, or one a killed process left behind
 
@@ -35,7 +35,7 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
         # whose text says nothing of the cause, while a plain write raises the OSError with its errno.
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        fd, tmp = temporary_beside(path, suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as handle:
             handle.write(buffer.getbuffer())
             handle.flush()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from distillers.errors import UserError
-from distillers.rundir import METRICS, SUMMARY, read_json, write_json_atomic
+from distillers.rundir import METRICS, SUMMARY, read_json, temporary_beside, write_json_atomic
 
 
 def _unwritable(path: Path, error: OSError) -> UserError:
@@ -65,7 +64,7 @@ class RunLogger:
             if rank <= (stages.index(stage), epoch):
                 kept.append(line)
         # Through a temporary file and a rename: a kill now must not lose the records of the earlier epochs.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.run_dir)
+        fd, tmp = temporary_beside(path)  # the umask's permissions, not mkstemp's 0600
         try:
             with os.fdopen(fd, "w") as handle:
                 handle.write("".join(line + "\n" for line in kept))
