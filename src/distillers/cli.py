@@ -297,7 +297,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from distillers.export import export_safetensors
 
-    path = export_safetensors(args.ckpt, args.out)
+    path = export_safetensors(args.ckpt, args.out, args.overwrite)
     print(f"wrote {path}")
     return 0
 
@@ -372,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--ckpt", required=True, help="checkpoint file")
     export.add_argument("--format", choices=["safetensors"], default="safetensors")
     export.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     fetch = add("fetch-teachers", cmd_fetch_teachers,
                 "download the seed's pretrained CIFAR-100 teachers into save/models/<name>_vanilla/",

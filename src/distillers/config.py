@@ -71,8 +71,12 @@ class RunConfig:
             raise UserError("--weight-decay and --momentum must be >= 0")
         if self.workers < 0:
             raise UserError(f"--workers must be >= 0, got {self.workers}")
-        if any(e <= 0 for e in self.lr_decay_epochs):
-            raise UserError(f"--lr-decay-epochs must be positive epochs, got {list(self.lr_decay_epochs)}")
+        decay = list(self.lr_decay_epochs)
+        if any(not isinstance(e, int) or e <= 0 for e in decay):
+            raise UserError(f"--lr-decay-epochs must be positive epochs, got {decay}")
+        if decay != sorted(set(decay)):
+            raise UserError(f"--lr-decay-epochs must be increasing with no repeats, got {','.join(map(str, decay))}; "
+                            f"did you mean {','.join(map(str, sorted(set(decay))))}?")
         if self.lr_scaling not in LR_SCALINGS:
             raise UserError(f"unknown --lr-scaling {self.lr_scaling!r}; choose {' or '.join(LR_SCALINGS)}")
         if self.method_options.init_epochs < 0:
@@ -90,3 +94,14 @@ class RunConfig:
         if "lr_decay_epochs" in values:
             values["lr_decay_epochs"] = tuple(values["lr_decay_epochs"])
         return cls(**values)
+
+
+def decay_note(cfg: RunConfig) -> str | None:
+    """The log line for --lr-decay-epochs beyond --epochs (allowed: short smoke runs keep the seed's schedule)."""
+    beyond = [e for e in cfg.lr_decay_epochs if e >= cfg.epochs]
+    if not beyond:
+        return None
+    kept = [e for e in cfg.lr_decay_epochs if e < cfg.epochs]
+    effect = f"the lr decays only after epoch(s) {','.join(map(str, kept))}" if kept else "the lr never decays"
+    return (f"note: --lr-decay-epochs {','.join(map(str, beyond))} not before the end of this {cfg.epochs}-epoch run: "
+            f"{effect}")
