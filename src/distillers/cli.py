@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from distillers.config import RunConfig
 from distillers.errors import UserError
+from distillers.plugins import load_plugins
 from distillers.methods.base import MethodOptions
 
 EPILOG_TEACHER = """examples:
@@ -469,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        load_plugins()  # methods, models and datasets of the user's own modules (distillers.plugins)
         return args.handler(args)
     except UserError as error:
         # One write per line: under torchrun several processes share stderr, and their lines must not interleave.
