@@ -65,6 +65,8 @@ class AB(Method):
     """
 
     name = "ab"
+    display_name = "AB"
+    table_rank = 90
     paper = ("Knowledge Transfer via Distillation of Activation Boundaries Formed by Hidden Neurons "
              "(Heo et al., AAAI 2019, arXiv 1811.03233)")
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)

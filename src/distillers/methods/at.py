@@ -28,6 +28,8 @@ class AT(Method):
     """
 
     name = "at"
+    display_name = "AT"
+    table_rank = 30
     paper = "Paying More Attention to Attention (Zagoruyko & Komodakis, ICLR 2017, arXiv 1612.03928)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=1000.0)
 

@@ -25,6 +25,8 @@ class CC(Method):
     """
 
     name = "cc"
+    display_name = "CC"
+    table_rank = 50
     paper = "Correlation Congruence for Knowledge Distillation (Peng et al., ICCV 2019, arXiv 1904.01802)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=0.02)
 

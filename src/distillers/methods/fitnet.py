@@ -20,6 +20,8 @@ class FitNet(Method):
     """
 
     name = "fitnet"
+    display_name = "FitNet"
+    table_rank = 20
     paper = "FitNets: Hints for Thin Deep Nets (Romero et al., ICLR 2015, arXiv 1412.6550)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=100.0)
 

@@ -43,6 +43,8 @@ class FSP(Method):
     """
 
     name = "fsp"
+    display_name = "FSP"
+    table_rank = 110
     paper = ("A Gift from Knowledge Distillation: Fast Optimization, Network Minimization and Transfer Learning "
              "(Yim et al., CVPR 2017, no arXiv id)")
     weights = Weights(gamma=1.0, alpha=0.0, beta=50.0)

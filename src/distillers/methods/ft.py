@@ -73,6 +73,8 @@ class FT(Method):
     """
 
     name = "ft"
+    display_name = "FT"
+    table_rank = 100
     paper = ("Paraphrasing Complex Network: Network Compression via Factor Transfer "
              "(Kim et al., NeurIPS 2018, arXiv 1802.04977)")
     weights = Weights(gamma=1.0, alpha=0.0, beta=200.0)

@@ -16,6 +16,8 @@ from distillers.methods.base import Method, Step, Weights
 @METHODS.register("kd")
 class KD(Method):
     name = "kd"
+    display_name = "KD"
+    table_rank = 10
     paper = "Distilling the Knowledge in a Neural Network (Hinton et al., 2015, arXiv 1503.02531)"
     weights = Weights(gamma=0.1, alpha=0.9, beta=0.0)
 

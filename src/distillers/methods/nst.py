@@ -36,6 +36,8 @@ class NST(Method):
     """
 
     name = "nst"
+    display_name = "NST"
+    table_rank = 120
     paper = ("Like What You Like: Knowledge Distill via Neuron Selectivity Transfer "
              "(Huang & Wang, arXiv 2017, arXiv 1707.01219)")
     weights = Weights(gamma=1.0, alpha=0.0, beta=50.0)

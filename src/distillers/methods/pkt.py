@@ -35,6 +35,8 @@ class PKT(Method):
     """
 
     name = "pkt"
+    display_name = "PKT"
+    table_rank = 80
     paper = ("Learning Deep Representations with Probabilistic Knowledge Transfer "
              "(Passalis & Tefas, ECCV 2018, arXiv 1803.10837)")
     weights = Weights(gamma=1.0, alpha=0.0, beta=30000.0)

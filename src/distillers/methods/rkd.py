@@ -51,6 +51,8 @@ class RKD(Method):
     """
 
     name = "rkd"
+    display_name = "RKD"
+    table_rank = 70
     paper = "Relational Knowledge Distillation (Park et al., CVPR 2019, arXiv 1904.05068)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
 

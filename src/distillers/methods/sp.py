@@ -27,6 +27,8 @@ class SP(Method):
     """
 
     name = "sp"
+    display_name = "SP"
+    table_rank = 40
     paper = "Similarity-Preserving Knowledge Distillation (Tung & Mori, ICCV 2019, arXiv 1907.09682)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=3000.0)
 

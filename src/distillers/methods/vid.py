@@ -47,6 +47,8 @@ class VID(Method):
     """
 
     name = "vid"
+    display_name = "VID"
+    table_rank = 60
     paper = "Variational Information Distillation for Knowledge Transfer (Ahn et al., CVPR 2019, arXiv 1904.05835)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
 
