@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from distillers import plots, report, rundir
+import distillers.reporting as report
+from distillers import rundir
+from distillers.reporting import plots
 from distillers.errors import UserError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from distillers import report, rundir
+import distillers.reporting as report
+from distillers import rundir
 from distillers.errors import UserError
 
 SEED_README = Path(os.environ.get("DISTILLERS_SEED_README")

@@ -6,8 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
-from distillers.report import collect, write_report
-from distillers.report_transfer import transfer_markdown
+from distillers.reporting import collect, write_report
+from distillers.reporting.transfer import transfer_markdown
 
 
 def _run(root: Path, name: str, config: dict, last_acc: float | None = None) -> Path:

@@ -241,7 +241,7 @@ def cmd_fetch_teachers(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from distillers.report import write_report
+    from distillers.reporting import write_report
 
     fmt = "markdown" if args.format == "md" else args.format
     text = write_report(args.runs, fmt, args.out, args.metric, args.published, args.plots, args.dataset)

@@ -88,7 +88,7 @@ def sweep(pairs: Sequence[str], methods: Sequence[str], trials: int, teacher_dir
         if not dry_run and cli.main(argv) != 0:
             failed += 1
     if not dry_run and Path(out).is_dir():
-        from distillers.report import write_report
+        from distillers.reporting import write_report
 
         try:
             print(write_report([out], "markdown", None, "last", True, None))

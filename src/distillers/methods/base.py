@@ -87,6 +87,8 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # row name in result tables ("": name upper-cased); read per class, not inherited
+    table_rank: ClassVar[int] = 1000  # row order in result tables; read per class; the default sorts after known rows
     weights: ClassVar[Weights] = Weights()  # defaults from the seed's run script
     weights_note: ClassVar[str] = ""  # where the default weights come from, when not obvious
     preact: ClassVar[bool] = False  # consume pre-activation features (student and teacher)

@@ -157,6 +157,8 @@ class CRD(Method):
     """
 
     name = "crd"
+    display_name = "CRD"
+    table_rank = 130
     paper = "Contrastive Representation Distillation (Tian et al., ICLR 2020, arXiv 1910.10699)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=0.8)
     weights_note = "seed run script: -a 0 -b 0.8 (CRD+KD: -a 1)"

@@ -43,6 +43,8 @@ class DIST(Method):
     """
 
     name = "dist"
+    display_name = "DIST"
+    table_rank = 200
     paper = "Knowledge Distillation from A Stronger Teacher (Huang et al., NeurIPS 2022, arXiv 2205.10536)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
     weights_note = ("torchdistill's DIST sample (ImageNet ResNet-34 -> ResNet-18): CE 1 + 2 * DIST(beta 1, gamma 1, "

@@ -63,6 +63,8 @@ class DKD(LogitOptions, Method):
     """
 
     name = "dkd"
+    display_name = "DKD"
+    table_rank = 170
     paper = "Decoupled Knowledge Distillation (Zhao et al., CVPR 2022, arXiv 2203.08679)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
     weights_note = ("mdistiller configs/cifar100/dkd: CE_WEIGHT 1, ALPHA 1, BETA 8/6/2 per pair, T 4, WARMUP 20; "
@@ -101,6 +103,8 @@ class DKDLS(Standardized, DKD):
     """
 
     name = "dkd_ls"
+    display_name = "DKD+LS"
+    table_rank = 230
     paper = LS_PAPER
     weights_note = ("logit-standardization-KD fork over mdistiller's DKD configs: alpha and beta times --kd-weight 9, "
                     "T = --base-temp 2, CE weight 1, warm-up 20")

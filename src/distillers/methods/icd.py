@@ -27,6 +27,8 @@ class ICD(Method):
     """
 
     name = "icd"
+    display_name = "ICD"
+    table_rank = 140
     paper = ("Invariant Causal Knowledge Distillation in Neural Networks "
              "(Giakoumoglou & Stathaki, 2024, arXiv 2407.11802)")
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)

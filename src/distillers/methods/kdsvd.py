@@ -70,6 +70,8 @@ class KDSVD(Method):
     """
 
     name = "kdsvd"
+    display_name = "KDSVD"
+    table_rank = 160
     paper = ("Self-supervised Knowledge Distillation Using Singular Value Decomposition "
              "(Lee, Kim & Song, ECCV 2018, arXiv 1807.06819)")
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)

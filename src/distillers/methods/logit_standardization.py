@@ -70,6 +70,8 @@ class KDLS(Standardized, Method):
     """
 
     name = "kd_ls"
+    display_name = "KD+LS"
+    table_rank = 220
     paper = LS_PAPER
     weights = Weights(gamma=0.1, alpha=0.0, beta=1.0)
     weights_note = ("logit-standardization-KD fork: --logit-stand --base-temp 2 --kd-weight 9 with its cfg's CE weight "

@@ -87,6 +87,8 @@ class MLKD(LogitOptions, Method):
     """
 
     name = "mlkd"
+    display_name = "MLKD"
+    table_rank = 210
     paper = "Multi-level Logit Distillation (Jin, Wang, Lin, CVPR 2023; no arXiv version)"
     weights = Weights(gamma=0.1, alpha=0.0, beta=1.0)
     weights_note = ("Multi-Level-Logit-Distillation configs/cifar100/ours (KD_ours): T 4, CE_WEIGHT 0.1, KD_WEIGHT "
@@ -131,6 +133,8 @@ class MLKDLS(Standardized, MLKD):
     """
 
     name = "mlkd_ls"
+    display_name = "MLKD+LS"
+    table_rank = 240
     paper = LS_PAPER
     weights_note = ("logit-standardization-KD fork's MLKD: --logit-stand --base-temp 2 --kd-weight 9, CE weight 0.1; "
                     "the fork trains resnet32x4 -> resnet8x4 for 480 epochs on two views")

@@ -60,6 +60,8 @@ class OFD(Method):
     """
 
     name = "ofd"
+    display_name = "OFD"
+    table_rank = 190
     paper = "A Comprehensive Overhaul of Feature Distillation (Heo et al., ICCV 2019, arXiv 1904.01866)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
     weights_note = ("mdistiller cfg defaults OFD.LOSS.CE_WEIGHT 1, FEAT_WEIGHT 0.001 (its CIFAR-100 resnet32x4 -> "

@@ -91,6 +91,8 @@ class ReviewKD(Method):
     """
 
     name = "reviewkd"
+    display_name = "ReviewKD"
+    table_rank = 180
     paper = "Distilling Knowledge via Knowledge Review (Chen et al., CVPR 2021, arXiv 2104.09044)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
     weights_note = ("official ReviewKD CIFAR-100 scripts: weight 5 / 8 / 0.6 / 1 per pair, warm-up 20 (mdistiller cfg "

@@ -29,6 +29,8 @@ class RRD(Method):
     """
 
     name = "rrd"
+    display_name = "RRD"
+    table_rank = 150
     paper = "Relational Representation Distillation (Giakoumoglou & Stathaki, 2024, arXiv 2407.12073)"
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
     weights_note = "seed README's RRD commands: -a 0 -b 1 (RRD+KD: -a 1); not in the seed run script"

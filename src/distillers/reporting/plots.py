@@ -16,7 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from distillers.errors import UserError
-from distillers.report import DATASET_NAMES, RunRecord, Table, read_metrics_tolerant, read_run
+from distillers.reporting.names import DATASET_NAMES
+from distillers.reporting.runs import RunRecord, read_metrics_tolerant, read_run
+from distillers.reporting.table import Table
 
 DPI = 120
 EXACT_TSNE_MAX = 1000  # points; exact t-SNE costs O(N^2) memory and time
@@ -138,6 +140,23 @@ def table_bars(table: Table, pair: tuple[str, str] | str, path: str | Path) -> P
     axes.legend(proxies + handles, [p.get_label() for p in proxies] + names, fontsize="small", loc="lower right")
     figure.tight_layout()
     return _save(figure, path)
+
+
+def report_figures(table: Table, records: Sequence[RunRecord], plots_dir: str | Path) -> list[Path]:
+    """The report's figures, for every column: ``bars_<teacher>_<student>.png`` (when the column has a finished
+    cell) and ``curves_<teacher>_<student>.png`` (when one of its runs has a test accuracy)."""
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, column in enumerate(table.columns):
+        name = f"{column.teacher}_{column.student}"
+        if any(row.cells[index].stat is not None for row in table.rows):  # a column of only unfinished runs
+            written.append(table_bars(table, (column.teacher, column.student), plots_dir / f"bars_{name}.png"))
+        runs = [r for r in records if r.task == "distill" and r.dataset == table.dataset
+                and (r.teacher, r.model) == (column.teacher, column.student)]
+        if any(has_curve(run) for run in runs):
+            written.append(accuracy_curves(runs, plots_dir / f"curves_{name}.png"))
+    return written
 
 
 def tsne_plot(embeddings: Any, labels: Any, path: str | Path, title: str | None = None,

@@ -33,7 +33,7 @@ def analyze(teacher_ckpt: str, student_ckpt: str, out: str, dataset: str = "cifa
             device: str = "auto", download: bool = False) -> list[Path]:
     """Write ``tsne_student.png`` and ``correlation_difference.png`` into ``out``; returns their paths."""
     from distillers.data import load_datasets
-    from distillers.plots import correlation_difference_plot, tsne_plot
+    from distillers.reporting.plots import correlation_difference_plot, tsne_plot
 
     _, test_set, info = load_datasets(dataset, data_dir, download=download)
     torch_device = resolve_device(device)
