@@ -303,7 +303,7 @@ def test_fits_on_device_needs_cuda_and_enough_free_memory(monkeypatch):
 def test_the_engine_trains_from_it_and_resumes_mid_epoch(tmp_path):
     """The Trainer finds ``sampler``/``batch_size``, consumes the dict batches, and its skip resumes exactly."""
     from distillers.engine.logging import RunLogger
-    from distillers.engine.trainer import Progress, StepSchedule, Trainer
+    from distillers.engine.trainer import Loop, Progress, StepSchedule, Trainer
     from distillers.models import create_model
     from distillers.objective import Supervised
 
@@ -322,10 +322,9 @@ def test_the_engine_trains_from_it_and_resumes_mid_epoch(tmp_path):
         train = make_loader(48, 16, labels=balanced_labels(48, 5), seed=4, with_index=True)
         test = make_loader(16, 16, labels=balanced_labels(16, 5), train=False)
         (tmp_path / run).mkdir()
-        trainer = Trainer(objective=objective, eval_model=model, optimizer=torch.optim.SGD(model.parameters(), 0.01),
-                          schedule=StepSchedule(0.01), train_loader=train, test_loader=test,
-                          device=torch.device("cpu"), logger=RunLogger(tmp_path / run, tensorboard=False),
-                          checkpoint_payload=dict, show_progress=False)
+        loop = Loop(eval_model=model, train_loader=train, test_loader=test, device=torch.device("cpu"),
+                    logger=RunLogger(tmp_path / run, tensorboard=False), checkpoint_payload=dict, show_progress=False)
+        trainer = Trainer(loop, objective, torch.optim.SGD(model.parameters(), 0.01), StepSchedule(0.01))
         assert trainer.fit(1, progress).epoch == 1 and train.sampler.epoch == 1
         assert (tmp_path / run / "last.pt").exists()
         return objective.seen

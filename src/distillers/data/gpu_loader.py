@@ -1,9 +1,10 @@
-"""A device-resident data path: the whole uint8 dataset on the GPU, augmented and batched there.
+"""A device-resident data path: the whole uint8 dataset on the training device, augmented and batched there.
 
 The seed decodes, crops, flips and normalises every image on the CPU in DataLoader workers (torchvision's PIL
-transforms) and copies float batches to the GPU. CIFAR is 150 MB of uint8, so ``GpuLoader`` keeps it on the device
+transforms) and copies float batches to the GPU. CIFAR is 150 MB of uint8, so ``DeviceLoader`` keeps it on the device
 and does RandomCrop(32, padding=4) + horizontal flip + Normalize for a whole batch in a few kernels: no per-image
-Python, no host sync, no worker processes. The same code runs on CPU tensors (tests, the CPU benchmark).
+Python, no host sync, no worker processes. The same code runs on CPU tensors (``--data-path device`` on CPU: tests,
+the CPU benchmark, and ``auto`` on CPU where the benchmark measured it faster, docs/benchmarks.md).
 
 Images are kept as ``(N, H, W, C)``, the layout ``ArrayImages`` already has: no conversion at load, and the crop
 gather then yields a channels_last batch for free (``.contiguous()`` gives plain NCHW when asked). The draws have
@@ -23,7 +24,9 @@ from torch import Tensor
 from distillers.data.sampling import ContrastSampler
 from distillers.engine.sampler import EpochSampler
 
-DATA_PATHS = ("auto", "gpu", "cpu")  # --data-path: decide; data resident on the training device (GpuLoader); DataLoader workers
+# --data-path: decide (tasks.speed); data resident on the training device (DeviceLoader); DataLoader workers.
+DATA_PATHS = ("auto", "device", "cpu")
+DATA_PATH_ALIASES = {"gpu": "device"}  # the first release's name
 
 
 def draw_crop_flip(batch: int, padding: int, flip: bool, generator: torch.Generator | None = None,
@@ -101,6 +104,9 @@ class DeviceContrastSampler:
 
     def __init__(self, sampler: ContrastSampler, device: torch.device | str) -> None:
         self.nce_k, self.mode = sampler.nce_k, sampler.mode
+        self.sampler = sampler
+        if torch.device(device).type == "cpu":  # CPU: the sampler's own batch draw (measured 7x faster than top-k)
+            return
         self.labels = torch.as_tensor(sampler.labels, device=device)
         self.negatives, self.negative_counts = _padded(sampler.negatives, torch.device(device))
         self.positives, self.positive_counts = _padded(sampler.positives, torch.device(device))
@@ -119,6 +125,10 @@ class DeviceContrastSampler:
 
     def draw(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """The ``(B, nce_k + 1)`` int64 contrast rows of the samples ``index`` (B,)."""
+        if index.device.type == "cpu":
+            seed = int(torch.randint(0, 2**62, (), generator=generator))  # the stream still follows ``generator``
+            rows = self.sampler.draw_batch(index.numpy(), np.random.default_rng(seed))
+            return torch.from_numpy(rows)
         label = self.labels[index]
         counts = self.negative_counts[label]
         if self.all_replace:
@@ -146,7 +156,7 @@ def _batch_seed(seed: int, epoch: int, rank: int, position: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
 
 
-class GpuLoader:
+class DeviceLoader:
     """A DataLoader stand-in whose data live on ``device``: dict batches, EpochSampler's order, device augmentation.
 
     ``sampler`` is an ``EpochSampler`` (the engine calls ``sampler.set_epoch(epoch, skip)``); the order of an
@@ -181,7 +191,7 @@ class GpuLoader:
         self._generator = torch.Generator(device=self.device)
 
     @classmethod
-    def from_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> "GpuLoader":
+    def from_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> "DeviceLoader":
         """Build from an ``ArrayImages`` or a ``SampledDataset`` around one (its index/contrast settings kept).
 
         The dataset's own transforms are not used: images must already have the model's input size.
@@ -219,6 +229,9 @@ class GpuLoader:
         if self.contrast is not None:
             batch["contrast_index"] = self.contrast.draw(index, generator)
         return batch
+
+
+GpuLoader = DeviceLoader  # the first release's name
 
 
 def array_source(dataset: Any) -> tuple[np.ndarray, np.ndarray] | None:
