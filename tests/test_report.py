@@ -482,3 +482,24 @@ def test_write_report_skips_bars_of_a_column_without_finished_runs(tmp_path: Pat
     assert report.build_table(report.collect([built.root])).rows[0].cells[0].trials == [2, 10]
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "bars_resnet32x4_resnet8x4.png", "curves_resnet32x4_resnet8x4.png", "curves_vgg13_vgg8.png"]
+
+
+# ----------------------------------------------------------------------------------------- rows from the registry
+def test_a_new_method_needs_no_reporting_edit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distillers.methods import METHODS, Method
+    from distillers.methods.dkd import DKD
+
+    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))  # registered for this test only
+    METHODS.register("zzfresh")(type("ZZFresh", (Method,), {"name": "zzfresh"}))
+    METHODS.register("aafresh")(type("AAFresh", (DKD,), {"name": "aafresh"}))  # inherits DKD's row fields
+    METHODS.register("ranked")(type("Ranked", (Method,), {"name": "ranked", "display_name": "Ranked+",
+                                                          "table_rank": 125}))
+    built = Runs(tmp_path)
+    for method, alpha in (("zzfresh", 0.0), ("aafresh", 0.0), ("ranked", 0.0), ("unregistered", 0.0),
+                          ("kd", 0.9), ("crd", 0.0), ("crd", 1.0), ("fitnet", 1.0), ("zzfresh", 1.0), ("dkd", 0.0)):
+        built.distill("-", method, PAIR_A, 1, alpha=alpha)
+    labels = [row.label for row in report.build_table(report.collect([tmp_path])).rows]
+    # Seed rows in the seed's order; then registered methods by table_rank (FitNet 20, Ranked+ 125, DKD 170), each
+    # +KD right after its base; new methods without a rank after every known one, by name; then unregistered ones.
+    assert labels == ["KD", "CRD", "CRD+KD", "FitNet+KD", "Ranked+", "DKD", "AAFRESH", "ZZFRESH", "ZZFRESH+KD",
+                      "unregistered"]
