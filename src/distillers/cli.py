@@ -11,10 +11,9 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from distillers.config import RunConfig
+from distillers.config import MethodOptions, RunConfig
 from distillers.errors import UserError
 from distillers.plugins import load_plugins
-from distillers.methods.base import MethodOptions
 
 EPILOG_TEACHER = """examples:
   distillers train-teacher --model resnet32x4 --dataset cifar100 --download
@@ -59,15 +58,11 @@ def epoch_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def key_value(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` as two strings: the value is typed later against the method's declared option."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
-    for convert in (int, float):
-        try:
-            return key, convert(raw)
-        except ValueError:
-            pass
     return key, raw
 
 
@@ -188,7 +183,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "models":
+    if args.options and args.what != "methods":
+        raise UserError("--options lists method options: use `distillers list methods --options`")
+    if args.what == "methods" and args.options:
+        from distillers.methods import METHODS
+        from distillers.methods.options import option_lines
+
+        for name in METHODS.names():
+            print(f"{name}: " + ("--method-opt KEY=VALUE" if METHODS.get(name).options else "no options"))
+            for line in option_lines(METHODS.get(name).options):
+                print(f"  {line}")
+    elif args.what == "models":
         from distillers.models import MODELS, default_lr
 
         for name in MODELS.names():
@@ -359,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = add("list", cmd_list, "list registered models, methods or datasets")
     listing.add_argument("what", choices=["models", "methods", "datasets"])
+    listing.add_argument("--options", action="store_true",
+                         help="with `methods`: every method's --method-opt options (type, default, source, help)")
 
     probe = add("transfer", cmd_transfer, "linear-probe transfer of a distilled student to STL-10 or TinyImageNet",
                 "example:\n  distillers transfer --student-ckpt runs/S-wrn_16_2_.../last.pt --dataset stl10 --download")

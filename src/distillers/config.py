@@ -7,9 +7,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillers.errors import UserError
-from distillers.methods.base import MethodOptions
 
 LR_SCALINGS = ("linear", "none")
+
+
+@dataclass
+class MethodOptions:
+    """Hyper-parameters shared by several methods, with the seed's defaults and flag names.
+
+    Method-specific options (``--method-opt KEY=VALUE``) live in ``extra``; each method declares the keys it takes
+    (``Method.options``) and ``Method.resolve_options`` checks and types them. Kept here, not in the methods
+    package, so that reading a config does not import every method.
+    """
+
+    kd_T: float = 4.0  # KD temperature (--kd_T)
+    feat_dim: int = 128  # embedding size of CRD/CC/ICD/RRD heads (--feat_dim)
+    nce_k: int = 16384  # CRD negatives / RRD queue length (--nce_k)
+    nce_t: float = 0.07  # CRD temperature (--nce_t)
+    nce_m: float = 0.5  # CRD memory momentum (--nce_m)
+    mode: str = "exact"  # CRD sampling mode: exact | relax (--mode)
+    nce_t_s: float = 0.04  # RRD student temperature
+    nce_t_t: float = 0.1  # RRD teacher temperature
+    hint_layer: int = 2  # FitNet feature index (--hint_layer)
+    init_epochs: int = 30  # initialisation stage of AB/FT/FSP (--init_epochs)
+    extra: dict[str, Any] = field(default_factory=dict)  # method-specific options (--method-opt KEY=VALUE)
 
 
 @dataclass

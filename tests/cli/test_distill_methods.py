@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distillers.methods import METHODS, Method, MethodOptions, Pair
+from distillers.config import MethodOptions
+from distillers.methods import METHODS, Method, Pair
 from distillers.models import create_model
 
 from .conftest import FAST, N_TRAIN, Teacher, only_child, read_run, run_cli

@@ -14,10 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from distillers.config import MethodOptions
 from distillers.errors import UserError
-from distillers.methods import METHODS, MethodOptions, Pair, Step
+from distillers.methods import METHODS, Pair, Step
 from distillers.methods import crd as crd_module
-from distillers.methods.crd import CRD, ContrastMemory, ContrastQueue
+from distillers.methods.crd import CRD, ContrastMemory, ContrastQueue, CRDQueue
 from distillers.models import create_model
 
 S_DIM, T_DIM, FEAT_DIM = 5, 7, 4
@@ -31,7 +32,7 @@ def make_pair(num_data: int = 200, num_classes: int = 100, student: str = "resne
 
 
 def queue_crd(nce_k: int = 8, n_data: int = 200) -> CRD:
-    return CRD(S_DIM, T_DIM, feat_dim=FEAT_DIM, n_data=n_data, nce_k=nce_k, memory="queue")
+    return CRDQueue(S_DIM, T_DIM, feat_dim=FEAT_DIM, n_data=n_data, nce_k=nce_k)
 
 
 def plain_step(batch: int, f_s: torch.Tensor | None = None, f_t: torch.Tensor | None = None) -> Step:

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distillers.config import MethodOptions
 from distillers.errors import UserError
-from distillers.methods import METHODS, Method, MethodOptions, Pair, Step, Weights
+from distillers.methods import METHODS, Method, Pair, Step, Weights
 from distillers.methods.at import at_loss
 from distillers.methods.common import ConvReg, LinearEmbed, pool
 from distillers.methods.kdsvd import kdsvd_loss

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distillers.config import MethodOptions
 from distillers.errors import UserError
-from distillers.methods import METHODS, MethodOptions, Pair, Step
+from distillers.methods import METHODS, Pair, Step
 from distillers.methods.dkd import DKD, DKDLS, dkd_loss
 from distillers.methods.logit_standardization import KDLS, kd_ls_loss, standardize
 from distillers.methods.mlkd import MLKD, MLKDLS, confidence_fractions

@@ -16,8 +16,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from distillers.config import MethodOptions
 from distillers.errors import UserError
-from distillers.methods import METHODS, MethodOptions, Pair, Weights
+from distillers.methods import METHODS, Pair, Weights
 from distillers.models import create_model
 from distillers.objective import Distillation, InitStage
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from distillers.config import MethodOptions
 from distillers.errors import UserError
-from distillers.methods import METHODS, MethodOptions, Pair, Step
+from distillers.methods import METHODS, Pair, Step
 from distillers.methods.ab import AB
 from distillers.methods.crd import CRD
 from distillers.methods.fsp import FSP

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from distillers.methods.base import Method, MethodOptions, Pair, Step, Weights, kd_loss
+from distillers.methods.base import Method, Pair, Step, Weights, kd_loss
+from distillers.methods.options import Option
 from distillers.registry import Registry, import_submodules
 
 METHODS: Registry = Registry("method")
 
 import_submodules(__name__, __path__)
 
-__all__ = ["METHODS", "Method", "MethodOptions", "Pair", "Step", "Weights", "kd_loss"]
+__all__ = ["METHODS", "Method", "Option", "Pair", "Step", "Weights", "kd_loss"]

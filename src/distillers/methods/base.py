@@ -15,7 +15,9 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import Tensor, nn
 
+from distillers.config import MethodOptions
 from distillers.errors import UserError
+from distillers.methods.options import Option, resolve
 from distillers.models.base import feature_shapes
 
 
@@ -26,23 +28,6 @@ class Weights:
     gamma: float = 1.0
     alpha: float = 0.0
     beta: float = 0.0
-
-
-@dataclass
-class MethodOptions:
-    """Hyper-parameters shared by several methods, with the seed's defaults and flag names."""
-
-    kd_T: float = 4.0  # KD temperature (--kd_T)
-    feat_dim: int = 128  # embedding size of CRD/CC/ICD/RRD heads (--feat_dim)
-    nce_k: int = 16384  # CRD negatives / RRD queue length (--nce_k)
-    nce_t: float = 0.07  # CRD temperature (--nce_t)
-    nce_m: float = 0.5  # CRD memory momentum (--nce_m)
-    mode: str = "exact"  # CRD sampling mode: exact | relax (--mode)
-    nce_t_s: float = 0.04  # RRD student temperature
-    nce_t_t: float = 0.1  # RRD teacher temperature
-    hint_layer: int = 2  # FitNet feature index (--hint_layer)
-    init_epochs: int = 30  # initialisation stage of AB/FT/FSP (--init_epochs)
-    extra: dict[str, Any] = field(default_factory=dict)  # method-specific overrides (--method-opt KEY=VALUE)
 
 
 @dataclass
@@ -96,7 +81,15 @@ class Method(nn.Module):
     needs_index: ClassVar[bool] = False  # needs the sample index of every image
     needs_contrast: ClassVar[bool] = False  # needs CRD contrastive indices
     init_stage: ClassVar[bool] = False  # has an initialisation stage (AB, FT, FSP)
+    needs_strong_view: ClassVar[bool] = False  # trains on a second, strongly augmented view (MLKD)
     protocol: ClassVar[str] = "crd"  # training protocol of the published numbers (reports flag other ones)
+    options: ClassVar[tuple[Option, ...]] = ()  # what --method-opt KEY=VALUE may set (``resolve_options``)
+
+    @classmethod
+    def resolve_options(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """Every declared option with its typed value (``raw``'s, else the default); a key the method does not
+        declare, or a value of the wrong type, is a one-line UserError. Idempotent: a resolved dict is accepted."""
+        return resolve(cls.name, cls.options, raw)
 
     @classmethod
     def data_needs(cls, options: MethodOptions) -> tuple[bool, bool]:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from distillers.methods import METHODS
+from distillers.methods import METHODS, Option
 from distillers.methods.base import Method, Pair, Step, Weights
+
+# The factor 2 of torchdistill's sample (2.0 * DISTLoss(beta=1, gamma=1, tau=1)) is folded into beta and gamma.
+DIST_SOURCE = "torchdistill's DIST sample config (ImageNet ResNet-34 -> ResNet-18): 2 x DIST(beta 1, gamma 1, tau 1)"
 
 
 def pearson_rows(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -36,7 +39,7 @@ def dist_loss(logits_s: Tensor, logits_t: Tensor, beta: float, gamma: float, tau
 class DIST(Method):
     """DIST loss ``beta * tau^2 * inter + gamma * tau^2 * intra`` added to ``gamma_ce * CE``.
 
-    Options (``pair.options.extra``): ``beta`` (inter weight, 2), ``gamma`` (intra weight, 2), ``tau`` (1). The
+    Options (``DIST.options``): ``beta`` (inter weight, 2), ``gamma`` (intra weight, 2), ``tau`` (1). The
     defaults fold torchdistill's only DIST sample config (ImageNet: ``2.0 * DISTLoss(beta=1, gamma=1, tau=1)`` plus
     ``1.0 * CE``) into the internal weights. Kept quirk: correlations divide by norms clamped at ``eps = 1e-8``
     separately (torch's ``cosine_similarity``), which only matters for constant rows.
@@ -51,15 +54,20 @@ class DIST(Method):
                     "tau 1), here beta = gamma = 2 inside the method; torchdistill has no CIFAR-100 config (the "
                     "paper's CIFAR setting as recalled, unconfirmed by code: beta = gamma = 2, tau = 4)")
 
+    options = (
+        Option("beta", float, 2.0, "weight of the inter-class (per-sample) relation term", DIST_SOURCE),
+        Option("gamma", float, 2.0, "weight of the intra-class (per-class) relation term", DIST_SOURCE),
+        Option("tau", float, 1.0, "temperature of both relation terms", DIST_SOURCE),
+    )
+
     def __init__(self, beta: float = 2.0, gamma: float = 2.0, tau: float = 1.0, eps: float = 1e-8) -> None:
         super().__init__()
         self.beta, self.gamma, self.tau, self.eps = beta, gamma, tau, eps
 
     @classmethod
     def build(cls, pair: Pair) -> "DIST":
-        extra = pair.options.extra
-        return cls(beta=float(extra.get("beta", 2.0)), gamma=float(extra.get("gamma", 2.0)),
-                   tau=float(extra.get("tau", 1.0)))
+        values = cls.resolve_options(pair.options.extra)
+        return cls(beta=values["beta"], gamma=values["gamma"], tau=values["tau"])
 
     def loss(self, logits_s: Tensor, logits_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(DIST, tau^2 * inter, tau^2 * intra)``."""

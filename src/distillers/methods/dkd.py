@@ -13,7 +13,9 @@ from torch import Tensor
 
 from distillers.methods import METHODS
 from distillers.methods.base import Method, Pair, Step, Weights
-from distillers.methods.logit_standardization import LS_PAPER, LogitOptions, Standardized, standardize
+from distillers.methods.logit_standardization import (LS_OPTIONS, LS_PAPER, LogitOptions, Standardized,
+                                                     kd_weight_option, standardize, temperature_option)
+from distillers.methods.options import Option
 
 # mdistiller configs/cifar100/dkd/*.yaml: DKD.BETA per (teacher, student); unlisted pairs get the cfg default 8.
 DKD_BETA: dict[tuple[str, str], float] = {
@@ -30,6 +32,14 @@ DKD_BETA: dict[tuple[str, str], float] = {
     ("resnet110", "resnet32"): 2.0,
 }
 DEFAULT_BETA = 8.0
+DKD_SOURCE = "mdistiller configs/cifar100/dkd"
+# DKD's own options; the temperature and kd_weight come from the logit options (plain or standardised).
+DKD_OPTIONS = (
+    Option("alpha", float, 1.0, "weight of the target-class term TCKD", DKD_SOURCE),
+    Option("beta", float, None, "weight of the non-target term NCKD (default: per pair, DKD_BETA; else 8)",
+           f"{DKD_SOURCE}/*.yaml DKD.BETA per pair (dkd.DKD_BETA)"),
+    Option("warmup", int, 20, "epochs of the linear warm-up of both terms", DKD_SOURCE),
+)
 
 
 def dkd_loss(logits_s: Tensor, logits_t: Tensor, target: Tensor, alpha: float, beta: float,
@@ -55,7 +65,7 @@ def dkd_loss(logits_s: Tensor, logits_t: Tensor, target: Tensor, alpha: float, b
 class DKD(LogitOptions, Method):
     """Decoupled KD, ``min(epoch / warmup, 1) * (alpha * TCKD + beta * NCKD)`` on top of ``gamma * CE``.
 
-    Options (``pair.options.extra``): ``alpha`` (1), ``beta`` (per pair, see ``DKD_BETA``), ``T`` (``--kd_T``, 4),
+    Options (``DKD.options``): ``alpha`` (1), ``beta`` (per pair, see ``DKD_BETA``), ``T`` (``--kd_T``, 4),
     ``warmup`` (20 epochs), ``kd_weight`` (1; multiplies alpha and beta, as the LS fork's ``--kd-weight``).
     Kept quirks: the binary non-target probability is the sum of the other classes, not ``1 - p(y)``; the
     non-target distribution comes from shifting the target logit by -1000 (its probability underflows to 0); the
@@ -69,6 +79,8 @@ class DKD(LogitOptions, Method):
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
     weights_note = ("mdistiller configs/cifar100/dkd: CE_WEIGHT 1, ALPHA 1, BETA 8/6/2 per pair, T 4, WARMUP 20; "
                     "gamma = CE weight, alpha/beta/warm-up live inside the method (beta = 1)")
+    options = (*DKD_OPTIONS, temperature_option(False),
+               kd_weight_option(1.0, "the LS fork's --kd-weight (1: plain DKD)"))
 
     def __init__(self, alpha: float = 1.0, beta: float = DEFAULT_BETA, T: float = 4.0, warmup: int = 20) -> None:
         super().__init__()
@@ -76,11 +88,12 @@ class DKD(LogitOptions, Method):
 
     @classmethod
     def build(cls, pair: Pair) -> "DKD":
-        extra = pair.options.extra
-        kd_weight = cls.kd_weight_for(pair)
-        beta = float(extra.get("beta", DKD_BETA.get((pair.teacher_name, pair.student_name), DEFAULT_BETA)))
-        return cls(alpha=kd_weight * float(extra.get("alpha", 1.0)), beta=kd_weight * beta,
-                   T=cls.temperature_for(pair), warmup=int(extra.get("warmup", 20)))
+        values = cls.resolve_options(pair.options.extra)
+        kd_weight, beta = values["kd_weight"], values["beta"]
+        if beta is None:
+            beta = DKD_BETA.get((pair.teacher_name, pair.student_name), DEFAULT_BETA)
+        return cls(alpha=kd_weight * values["alpha"], beta=kd_weight * beta, T=cls.temperature(values, pair),
+                   warmup=values["warmup"])
 
     def loss(self, logits_s: Tensor, logits_t: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(DKD, TCKD, NCKD)`` without the warm-up factor (on standardised logits for ``dkd_ls``)."""
@@ -108,3 +121,4 @@ class DKDLS(Standardized, DKD):
     paper = LS_PAPER
     weights_note = ("logit-standardization-KD fork over mdistiller's DKD configs: alpha and beta times --kd-weight 9, "
                     "T = --base-temp 2, CE weight 1, warm-up 20")
+    options = (*DKD_OPTIONS, *LS_OPTIONS)

@@ -10,8 +10,6 @@ The strong view reaches the method through ``Step.extra``: ``logits_s_strong`` (
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -19,11 +17,16 @@ from torch import Tensor
 from distillers.errors import UserError
 from distillers.methods import METHODS
 from distillers.methods.base import Method, Pair, Step, Weights, kd_loss
-from distillers.methods.logit_standardization import LS_PAPER, LogitOptions, Standardized, standardize
+from distillers.methods.logit_standardization import (LS_OPTIONS, LS_PAPER, LogitOptions, Standardized,
+                                                     kd_weight_option, standardize, temperature_option)
+from distillers.methods.options import Option
 
 # KD_ours's extra temperatures after the cfg's T: the first two also serve the strong view, the last two do not.
 EXTRA_TEMPERATURES = (3.0, 5.0, 2.0, 6.0)
 STRONG_KEYS = ("logits_s_strong", "logits_t_strong")
+MLKD_SOURCE = "Multi-Level-Logit-Distillation configs/cifar100/ours"
+CE_WEIGHT = Option("ce_weight", float, 0.1, "weight of the strong view's CE (keep it equal to the objective's -r)",
+                   f"{MLKD_SOURCE}: CE_WEIGHT")
 
 
 def class_relation_loss(logits_s: Tensor, logits_t: Tensor, tau: float) -> Tensor:
@@ -80,7 +83,7 @@ class MLKD(LogitOptions, Method):
     """Multi-level logit distillation on two views; the objective's ``gamma * CE`` covers the weak view and the method
     adds ``ce_weight * CE`` of the strong view, so ``gamma = ce_weight`` reproduces the reference's ``loss_ce``.
 
-    Options (``pair.options.extra``): ``T`` (``--kd_T``, 4), ``kd_weight`` (0.9), ``ce_weight`` (0.1; keep it equal to
+    Options (``MLKD.options``): ``T`` (``--kd_T``, 4), ``kd_weight`` (0.9), ``ce_weight`` (0.1; keep it equal to
     the objective's gamma). Needs ``Step.extra`` keys ``logits_s_strong`` and ``logits_t_strong``.
     Kept quirks: the confidence masks only rescale the terms (see ``confidence_fractions``); the strong-view KL
     sum uses the weak logits at temperatures 2 and 6; class and batch relations use the weak view only.
@@ -95,8 +98,8 @@ class MLKD(LogitOptions, Method):
                     "0.9; gamma = CE weight of the weak view, the strong view's CE and the KD weight live inside the "
                     "method. Published numbers use two views (strong = RandAugment + Cutout), lr 0.025, 240-960 epochs")
     protocol = "mlkd-strong"  # published numbers: MLKD's two-view recipe, not the CRD protocol
-    needs_strong_view: ClassVar[bool] = True  # the engine must put the strong view's logits in Step.extra
-    default_kd_weight = 0.9
+    needs_strong_view = True  # the engine must put the strong view's logits in Step.extra
+    options = (temperature_option(False), kd_weight_option(0.9, f"{MLKD_SOURCE}: KD_WEIGHT"), CE_WEIGHT)
 
     def __init__(self, T: float = 4.0, kd_weight: float = 0.9, ce_weight: float = 0.1) -> None:
         super().__init__()
@@ -104,8 +107,8 @@ class MLKD(LogitOptions, Method):
 
     @classmethod
     def build(cls, pair: Pair) -> "MLKD":
-        return cls(T=cls.temperature_for(pair), kd_weight=cls.kd_weight_for(pair),
-                   ce_weight=float(pair.options.extra.get("ce_weight", cls.weights.gamma)))
+        values = cls.resolve_options(pair.options.extra)
+        return cls(T=cls.temperature(values, pair), kd_weight=values["kd_weight"], ce_weight=values["ce_weight"])
 
     def loss(self, logits_s_weak: Tensor, logits_s_strong: Tensor, logits_t_weak: Tensor,
              logits_t_strong: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -138,3 +141,4 @@ class MLKDLS(Standardized, MLKD):
     paper = LS_PAPER
     weights_note = ("logit-standardization-KD fork's MLKD: --logit-stand --base-temp 2 --kd-weight 9, CE weight 0.1; "
                     "the fork trains resnet32x4 -> resnet8x4 for 480 epochs on two views")
+    options = (*LS_OPTIONS, CE_WEIGHT)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillers.methods import METHODS
+from distillers.methods import METHODS, Option
 from distillers.methods.base import Method, Pair, Step, Weights, unsupported
 
 
@@ -53,7 +53,7 @@ def _connector(s_channels: int, t_channels: int) -> nn.Sequential:
 class OFD(Method):
     """Overhaul feature distillation: ``feat_weight * sum_i stage_loss_i / 2^(n-1-i)`` on pre-activation stages.
 
-    Options (``pair.options.extra``): ``feat_weight`` (0.001). Kept quirks: the teacher runs in train mode during
+    Options (``OFD.options``): ``feat_weight`` (0.001). Kept quirks: the teacher runs in train mode during
     distillation (``teacher_mode``: its BNs use batch statistics and update their running stats); margins are
     rounded to float32. Deviation: the reference pairs margins from the first teacher stage with features aligned
     from the last, so pairs with different stage counts are rejected here instead of being silently misaligned.
@@ -67,6 +67,8 @@ class OFD(Method):
     weights_note = ("mdistiller cfg defaults OFD.LOSS.CE_WEIGHT 1, FEAT_WEIGHT 0.001 (its CIFAR-100 resnet32x4 -> "
                     "resnet8x4 config keeps them); gamma = CE weight, the feature weight lives inside the method")
     preact = True
+    options = (Option("feat_weight", float, 1e-3, "weight of the feature loss (inside the method)",
+                      "mdistiller cfg default OFD.LOSS.FEAT_WEIGHT"),)
 
     def __init__(self, s_channels: Sequence[int], t_channels: Sequence[int], bn_weights: Sequence[Tensor],
                  bn_biases: Sequence[Tensor], feat_weight: float = 1e-3) -> None:
@@ -90,7 +92,7 @@ class OFD(Method):
             raise unsupported(cls.name, pair, f"the teacher {pair.teacher_name} has no BN-before-ReLU layers "
                                               f"to derive the margins from") from None
         return cls([shape[0] for shape in s_stages], [shape[0] for shape in t_stages], [bn.weight for bn in bns],
-                   [bn.bias for bn in bns], feat_weight=float(pair.options.extra.get("feat_weight", 1e-3)))
+                   [bn.bias for bn in bns], feat_weight=cls.resolve_options(pair.options.extra)["feat_weight"])
 
     @property
     def margins(self) -> list[Tensor]:

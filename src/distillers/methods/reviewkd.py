@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillers.methods import METHODS
+from distillers.methods import METHODS, Option
 from distillers.methods.base import Method, Pair, Step, Weights, unsupported
 
 # Official ReviewKD CIFAR-100 scripts (REVIEWKD_WEIGHT per (teacher, student)); unlisted pairs get mdistiller's 1.0.
@@ -83,7 +83,7 @@ class ReviewKD(Method):
 
     Channels come from the pair's feature metadata (student stages + pooled in, teacher stages + pooled out), which
     reproduces the official per-student lists; spatial sizes are read from the tensors. Options
-    (``pair.options.extra``): ``reviewkd_weight`` (per pair, see ``REVIEWKD_WEIGHT``), ``warmup`` (20).
+    (``ReviewKD.options``): ``reviewkd_weight`` (per pair, see ``REVIEWKD_WEIGHT``), ``warmup`` (20).
     Kept quirks: ``abfs`` is stored deepest level first (``abfs.0`` is the pooled level), as mdistiller's state
     dict; mid channels are ``min(512, pooled student channels)`` (mdistiller ignores MAX_MID_CHANNEL); the residual
     passed to the next level is taken after resizing to the teacher's size; the student's stem feature is unused;
@@ -100,6 +100,11 @@ class ReviewKD(Method):
                     "warm-up live inside the method")
     preact = False  # student side: post-ReLU stage outputs
     teacher_preact = True  # teacher side: pre-activation stage outputs
+    options = (
+        Option("reviewkd_weight", float, None, "weight of the HCL loss (default: per pair, REVIEWKD_WEIGHT; else 1)",
+               "official ReviewKD CIFAR-100 scripts per pair (reviewkd.REVIEWKD_WEIGHT); mdistiller cfg default 1"),
+        Option("warmup", int, 20, "epochs of the linear warm-up of the loss", "official ReviewKD scripts / mdistiller"),
+    )
 
     def __init__(self, in_channels: Sequence[int], out_channels: Sequence[int], reviewkd_weight: float = 1.0,
                  warmup: int = 20) -> None:
@@ -118,10 +123,12 @@ class ReviewKD(Method):
         if len(s_shapes) != len(t_shapes):
             raise unsupported(cls.name, pair, f"ReviewKD pairs stages one to one, but the teacher has "
                                               f"{len(t_shapes) - 2} and the student {len(s_shapes) - 2}")
-        extra = pair.options.extra
-        weight = REVIEWKD_WEIGHT.get((pair.teacher_name, pair.student_name), 1.0)
+        values = cls.resolve_options(pair.options.extra)
+        weight = values["reviewkd_weight"]
+        if weight is None:
+            weight = REVIEWKD_WEIGHT.get((pair.teacher_name, pair.student_name), 1.0)
         return cls([shape[0] for shape in s_shapes[1:]], [shape[0] for shape in t_shapes[1:]],
-                   reviewkd_weight=float(extra.get("reviewkd_weight", weight)), warmup=int(extra.get("warmup", 20)))
+                   reviewkd_weight=weight, warmup=values["warmup"])
 
     def review(self, feats_s: Sequence[Tensor], pooled_s: Tensor, sizes: Sequence[Sequence[int]]) -> list[Tensor]:
         """ABF outputs, shallowest stage first and the pooled level last, resized to ``sizes`` (same order)."""

@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillers.config import RunConfig
-from distillers.methods.base import MethodOptions
+from distillers.config import MethodOptions, RunConfig
 
 
 @dataclass(frozen=True)
