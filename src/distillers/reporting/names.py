@@ -15,16 +15,25 @@ KD_SUFFIX = "+KD"
 LS_SUFFIX = "+LS"
 
 
+def method_row(cls: type) -> tuple[str, int]:
+    """``(display name, table rank)`` that a method class declares itself, with the defaults when it does not."""
+    from distillers.methods import Method  # the methods package imports torch: only when a table names a method
+
+    own = vars(cls)
+    return own.get("display_name") or cls.name.upper(), own.get("table_rank", Method.table_rank)
+
+
 def _registered_rows() -> dict[str, tuple[str, int, bool]]:
-    """Registry name -> (display name, table rank, whether its own recipe already weighs KL(T), i.e. alpha > 0)."""
-    from distillers.methods import METHODS, Method  # the registry imports torch: only when a table names a method
+    """Registry name -> (display name, table rank, whether its own recipe already weighs KL(T), i.e. alpha > 0).
+
+    Read on every call, not cached, so a method registered later (a plugin, a test) gets its row too.
+    """
+    from distillers.methods import METHODS
 
     rows = {}
     for name in METHODS.names():
         cls = METHODS.get(name)
-        own = vars(cls)
-        rows[name] = (own.get("display_name") or name.upper(), own.get("table_rank", Method.table_rank),
-                      cls.weights.alpha > 0)
+        rows[name] = (*method_row(cls), cls.weights.alpha > 0)
     return rows
 
 
