@@ -75,8 +75,10 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
     data.add_argument("--augment", choices=["standard", "strong"], default="standard",
                       help="strong adds a second RandAugment+Cutout view per image (MLKD's protocol)")
-    data.add_argument("--data-path", choices=["auto", "gpu", "cpu"], default="auto",
-                      help="gpu keeps CIFAR-sized data on the GPU and augments there (auto: when CUDA is present)")
+    data.add_argument("--data-path", choices=["auto", "device", "gpu", "cpu"], default="auto",
+                      help="device (alias gpu) keeps CIFAR-sized data on the training device and augments there; cpu: "
+                           "DataLoader workers; auto: device on CUDA when the data fit, on CPU what the bench measured "
+                           "faster (docs/benchmarks.md)")
     optim = parser.add_argument_group("optimisation (seed defaults)")
     optim.add_argument("--epochs", type=positive_int, default=240, help="training epochs")
     optim.add_argument("--batch-size", type=positive_int, default=64, help="batch size")
@@ -97,8 +99,14 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     run.add_argument("--save-freq", type=int, default=40, help="also keep ckpt_epoch_N.pt every N epochs")
     run.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
-                     help="bf16 autocast with float32 master weights (auto: on for GPUs that support it)")
+                     help="bf16 autocast with float32 master weights (auto: on for GPUs with native bf16; on: also on "
+                          "CPU)")
+    run.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                     help="NHWC memory format for models and batches (auto: on CUDA)")
     run.add_argument("--compile", action="store_true", help="torch.compile the models (eager fallback on failure)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="deterministic cuDNN and torch algorithms, no cudnn.benchmark: bitwise-repeatable GPU runs "
+                          "and resumes, at some speed")
     run.add_argument("--max-steps-per-epoch", type=positive_int, default=None,
                      help="cap the steps of each epoch (smoke tests)")
     ddp = parser.add_argument_group("several processes (torchrun --nproc_per_node=N -m distillers ...; "
@@ -139,7 +147,8 @@ def add_method_flags(parser: argparse.ArgumentParser) -> None:
 def run_config(args: argparse.Namespace, task: str) -> RunConfig:
     """Turn parsed flags into the typed RunConfig saved with the run."""
     cfg = RunConfig(task=task)
-    for key in ("dataset", "data_dir", "download", "workers", "augment", "data_path", "amp", "compile", "epochs",
+    for key in ("dataset", "data_dir", "download", "workers", "augment", "data_path", "amp", "channels_last",
+                "compile", "deterministic", "epochs",
                 "batch_size", "lr", "lr_decay_epochs", "lr_decay_rate", "weight_decay", "momentum", "out", "name",
                 "trial", "seed", "device", "resume", "overwrite", "save_freq", "max_steps_per_epoch", "lr_scaling",
                 "sync_bn", "model", "student", "teacher", "method", "gamma", "alpha", "beta"):

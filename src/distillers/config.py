@@ -48,7 +48,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workers: int = 2
     augment: str = "standard"  # standard (crop + flip) | strong (adds a RandAugment + Cutout view, for MLKD)
-    data_path: str = "auto"  # auto | gpu | cpu: GPU-resident CIFAR batches when CUDA is present and data fits
+    data_path: str = "auto"  # auto | device (alias gpu) | cpu: CIFAR batches resident on the device (tasks.speed)
     # Optimisation (RepDistiller train_teacher.py / train_student.py defaults).
     epochs: int = 240
     batch_size: int = 64
@@ -73,9 +73,10 @@ class RunConfig:
     resume: bool = False
     overwrite: bool = False
     save_freq: int = 40  # periodic ckpt_epoch_N.pt, as the seed
-    amp: str = "auto"  # auto | on | off  (bf16 autocast on CUDA)
-    channels_last: bool = True  # NHWC activations on CUDA
-    compile: bool = False  # torch.compile the student (falls back to eager when unavailable)
+    amp: str = "auto"  # auto | on | off: bf16 autocast (on: CPU too; auto: GPUs with native bf16)
+    channels_last: str = "auto"  # auto | on | off: NHWC activations (auto: on CUDA)
+    compile: bool = False  # torch.compile the models (falls back to eager when compilation fails)
+    deterministic: bool = False  # deterministic cuDNN and torch algorithms, no cudnn.benchmark (tasks.speed)
     max_steps_per_epoch: int | None = None  # for smoke tests and benchmarks
     # Several processes (torchrun, docs/distributed.md): the batch size is per process.
     lr_scaling: str = "linear"  # linear: lr x number of processes (the global batch grows with it) | none
@@ -114,6 +115,8 @@ class RunConfig:
             values["method_options"] = MethodOptions(**values["method_options"])
         if "lr_decay_epochs" in values:
             values["lr_decay_epochs"] = tuple(values["lr_decay_epochs"])
+        if isinstance(values.get("channels_last"), bool):  # written before it took auto | on | off
+            values["channels_last"] = "auto" if values["channels_last"] else "off"
         return cls(**values)
 
 

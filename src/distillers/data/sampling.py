@@ -106,9 +106,9 @@ class SampledDataset(Dataset):
     """Items as dicts: ``image``, ``target``, plus ``index`` (index/contrast) and ``contrast_index`` (contrast).
 
     Batches fetched through ``__getitems__`` (every DataLoader) draw their contrast rows per batch, see there.
-    Single items: contrast rows come from a numpy generator per process and epoch: seeded from ``(seed, epoch)`` in the main
+    Single items draw from a numpy generator per process and epoch: seeded from ``(seed, epoch)`` in the main
     process and from ``(seed, epoch, worker seed)`` in a DataLoader worker, so workers never repeat each other's
-    draws, a seeded loader gives the same rows run after run, and a resumed run draws what an uninterrupted one did.
+    draws and a seeded loader gives the same rows run after run.
     """
 
     def __init__(self, base: Dataset, with_index: bool = False, contrast: ContrastSampler | None = None,
@@ -151,9 +151,9 @@ class SampledDataset(Dataset):
         return item
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        """A whole batch (the DataLoader's fetcher calls this): contrast rows drawn for all of it in one call, from a
-        generator seeded by ``(seed, epoch, the batch's first and last index, its size)``, so the rows depend only on
-        the batch (not on the worker that loads it, nor on where a resumed run restarted)."""
+        """A whole batch (the DataLoader's fetcher calls this): contrast rows drawn for all of it in one call, from
+        a generator seeded by ``(seed, epoch, the batch's first and last index, its size)``, so the rows depend only
+        on the batch (not on the worker that loads it, nor on where a resumed run restarted)."""
         if self.contrast is None:
             return [self[index] for index in indices]
         order = np.asarray(indices, dtype=np.int64)

@@ -9,6 +9,7 @@ samples through them) and the engine reads the same with or without DDP. See ``d
 from __future__ import annotations
 
 import contextlib
+import datetime
 import inspect
 import os
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from torch import Tensor, nn
 from distillers.errors import UserError
 
 T = TypeVar("T")
+# How long a collective may wait (torch's default is 10 minutes). Rank 0 downloads a dataset inside ``in_turn``
+# while the others wait at a barrier: a 2.6 GB STL-10 on a slow link needs more. DISTILLERS_DIST_TIMEOUT (seconds).
+DEFAULT_TIMEOUT_S = 3 * 3600
 _owned = False  # whether ``setup`` created the process group (and ``teardown`` may destroy it)
 _generation = 0  # process groups ``setup`` created so far in this process (each gets its own store keys)
 
@@ -60,9 +64,21 @@ def setup(device: str) -> tuple[DistInfo, str]:
         _generation += 1
         store, _, _ = next(dist.rendezvous("env://"))
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world,
-                                store=dist.PrefixStore(f"distillers/{_generation}", store))
+                                store=dist.PrefixStore(f"distillers/{_generation}", store), timeout=timeout())
         _owned = True
     return DistInfo(rank, world, local_rank), f"cuda:{local_rank}" if use_cuda else "cpu"
+
+
+def timeout() -> datetime.timedelta:
+    """The process group's collective timeout: ``DISTILLERS_DIST_TIMEOUT`` seconds, else ``DEFAULT_TIMEOUT_S``."""
+    text = os.environ.get("DISTILLERS_DIST_TIMEOUT", "").strip()
+    try:
+        seconds = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UserError(f"DISTILLERS_DIST_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return datetime.timedelta(seconds=seconds)
 
 
 def teardown() -> None:

@@ -66,5 +66,8 @@ class RKD(Method):
         return rkd_loss(f_s, f_t)
 
     def forward(self, step: Step) -> dict[str, Tensor]:
-        loss_d, loss_a = self.loss(step.feats_s[-1], step.feats_t[-1])
+        f_s, f_t = step.feats_s[-1], step.feats_t[-1]
+        # Full precision under autocast: bf16 Gram matrices and angles move the loss by tens of percent.
+        with torch.autocast(f_s.device.type, enabled=False):
+            loss_d, loss_a = self.loss(f_s.float(), f_t.float())
         return {"rkd_distance": self.w_d * loss_d, "rkd_angle": self.w_a * loss_a}
