@@ -66,6 +66,16 @@ def key_value(text: str) -> tuple[str, str]:
     return key, raw
 
 
+def tracker_names(text: str) -> tuple[str, ...]:
+    """``--log tensorboard,mlflow``: known tracker names (an unknown one is a one-line usage error)."""
+    from distillers.tracking import parse_names
+
+    try:
+        return parse_names(text)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """Flags every training task shares (the seed's defaults)."""
     data = parser.add_argument_group("data")
@@ -116,6 +126,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                           "per process); none: use --lr as given")
     ddp.add_argument("--sync-bn", action="store_true",
                      help="BatchNorm statistics over the global batch (SyncBatchNorm; needs GPUs)")
+    track = parser.add_argument_group("experiment trackers (metrics.jsonl and summary.json are always written)")
+    track.add_argument("--log", type=tracker_names, default=("tensorboard",), metavar="TRACKERS",
+                       help="comma-separated: tensorboard, mlflow, wandb, or none (default: tensorboard); mlflow and "
+                            "wandb are extras: pip install 'distillers[mlflow,wandb]'")
+    track.add_argument("--log-project", default=None, help="MLflow experiment / W&B project (default: distillers)")
+    track.add_argument("--mlflow-uri", default=None,
+                       help="MLflow tracking URI (default: sqlite:///<out>/mlflow.db, which works offline)")
 
 
 def add_method_flags(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +168,8 @@ def run_config(args: argparse.Namespace, task: str) -> RunConfig:
                 "compile", "deterministic", "epochs",
                 "batch_size", "lr", "lr_decay_epochs", "lr_decay_rate", "weight_decay", "momentum", "out", "name",
                 "trial", "seed", "device", "resume", "overwrite", "save_freq", "max_steps_per_epoch", "lr_scaling",
-                "sync_bn", "model", "student", "teacher", "method", "gamma", "alpha", "beta"):
+                "sync_bn", "model", "student", "teacher", "method", "gamma", "alpha", "beta", "log", "log_project",
+                "mlflow_uri"):
         if hasattr(args, key):
             setattr(cfg, key, getattr(args, key))
     if hasattr(args, "teacher_path"):

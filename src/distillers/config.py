@@ -81,6 +81,11 @@ class RunConfig:
     # Several processes (torchrun, docs/distributed.md): the batch size is per process.
     lr_scaling: str = "linear"  # linear: lr x number of processes (the global batch grows with it) | none
     sync_bn: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm; GPUs only)
+    # Experiment trackers (distillers.tracking), mirrors of metrics.jsonl and summary.json, which are always written.
+    log: tuple[str, ...] = ("tensorboard",)  # --log: any of tensorboard, mlflow, wandb; () for none
+    log_project: str | None = None  # MLflow experiment / W&B project (default: distillers)
+    mlflow_uri: str | None = None  # MLflow tracking URI (default: sqlite:///<out>/mlflow.db, works offline)
+    sweep: str | None = None  # the sweep this run belongs to: a tag on its tracker runs, so trackers group them
 
     def validate(self) -> None:
         """Refuse values that cannot work before any expensive step."""
@@ -101,6 +106,9 @@ class RunConfig:
                             f"did you mean {','.join(map(str, sorted(set(decay))))}?")
         if self.lr_scaling not in LR_SCALINGS:
             raise UserError(f"unknown --lr-scaling {self.lr_scaling!r}; choose {' or '.join(LR_SCALINGS)}")
+        from distillers.tracking import parse_names
+
+        parse_names(self.log)  # an unknown tracker fails here, before the run directory exists
         if self.method_options.init_epochs < 0:
             raise UserError(f"--init-epochs must be >= 0, got {self.method_options.init_epochs}")
 
@@ -115,6 +123,8 @@ class RunConfig:
             values["method_options"] = MethodOptions(**values["method_options"])
         if "lr_decay_epochs" in values:
             values["lr_decay_epochs"] = tuple(values["lr_decay_epochs"])
+        if isinstance(values.get("log"), list):
+            values["log"] = tuple(values["log"])
         if isinstance(values.get("channels_last"), bool):  # written before it took auto | on | off
             values["channels_last"] = "auto" if values["channels_last"] else "off"
         return cls(**values)
