@@ -38,6 +38,7 @@ def test_projection_sized_from_feature_metadata() -> None:
     assert [name for name, _ in method.named_parameters()] == ["project.weight"]
 
 
+# --8<-- [start:golden]
 def test_loss_golden_values_worked_by_hand() -> None:
     method = build()
     method.project = torch.nn.Linear(2, 1, bias=False)
@@ -56,6 +57,7 @@ def test_loss_golden_values_worked_by_hand() -> None:
     # s -> [1, 1] / sqrt(2), t -> [1, 0]: mean of (1/sqrt2 - 1)^2 and (1/sqrt2)^2 = 1 - 1/sqrt(2)
     value = method.loss(torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0, 0.0]])).item()
     assert value == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-7)
+# --8<-- [end:golden]
 
 
 def test_typed_option_and_refused_pair() -> None:
@@ -69,6 +71,7 @@ def test_typed_option_and_refused_pair() -> None:
         METHODS.get("feature_mimic").build(pair)
 
 
+# --8<-- [start:cli]
 def test_one_epoch_through_the_cli_then_its_report_row(capsys: pytest.CaptureFixture, tmp_path: Path, cifar,
                                                        teacher) -> None:
     runs = tmp_path / "runs"
@@ -90,3 +93,4 @@ def test_one_epoch_through_the_cli_then_its_report_row(capsys: pytest.CaptureFix
     rows = [line for line in report.out.splitlines() if line.startswith("| FeatureMimic |")]
     assert len(rows) == 1, report.out
     assert f"{summary['last_acc']:.2f}" in rows[0]
+# --8<-- [end:cli]

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.usefixtures("examples_loaded")
 N_TRAIN, N_TEST, CLASSES = 40, 20, 10
 
 
+# --8<-- [start:write]
 def write_npz(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
     """``root/npz_example/images.npz`` in the layout the example dataset documents."""
     rng = np.random.default_rng(seed)
@@ -29,8 +30,10 @@ def write_npz(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
     (root / "npz_example").mkdir(parents=True)
     np.savez(root / "npz_example" / "images.npz", **arrays)
     return arrays
+# --8<-- [end:write]
 
 
+# --8<-- [start:contract]
 def test_tiny_cnn_keeps_the_feature_contract() -> None:
     torch.manual_seed(0)
     model = create_model("tiny_cnn", num_classes=7).eval()
@@ -46,8 +49,10 @@ def test_tiny_cnn_keeps_the_feature_contract() -> None:
     assert len(model.get_bn_before_relu()) == 3
     assert sum(p.numel() for p in model.get_feat_modules().parameters()) == \
         sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.fc.parameters())
+# --8<-- [end:contract]
 
 
+# --8<-- [start:methods]
 @pytest.mark.parametrize("method", ["fitnet", "at", "vid", "ofd", "feature_mimic"])
 def test_tiny_cnn_serves_feature_methods(method: str) -> None:
     """Methods size their modules from tiny_cnn's metadata alone, and their loss reaches the student's stem."""
@@ -64,8 +69,10 @@ def test_tiny_cnn_serves_feature_methods(method: str) -> None:
     loss = sum(value.values()) if isinstance(value, dict) else value
     loss.backward()
     assert torch.isfinite(loss) and student.stem[0].weight.grad.abs().sum() > 0
+# --8<-- [end:methods]
 
 
+# --8<-- [start:load]
 def test_npz_dataset_reads_its_archive_and_says_what_is_missing(tmp_path: Path) -> None:
     arrays = write_npz(tmp_path)
     spec = DATASETS.get("npz_example")
@@ -77,8 +84,10 @@ def test_npz_dataset_reads_its_archive_and_says_what_is_missing(tmp_path: Path) 
     assert tuple(batch["image"].shape) == (8, 3, 32, 32) and info.num_classes == CLASSES
     with pytest.raises(UserError, match=r"npz example not found: .*images\.npz"):
         spec.load(tmp_path / "elsewhere", train=True)
+# --8<-- [end:load]
 
 
+# --8<-- [start:cli]
 def test_model_and_dataset_train_through_the_cli(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     write_npz(tmp_path / "data")
     listing = run_cli(capsys, "list", "models")
@@ -93,3 +102,4 @@ def test_model_and_dataset_train_through_the_cli(capsys: pytest.CaptureFixture, 
     assert config["model"] == "tiny_cnn" and config["dataset"] == "npz_example"
     assert summary["status"] == "finished" and len(metrics) == 1
     assert metrics[0]["test_acc"] == summary["last_acc"]
+# --8<-- [end:cli]
