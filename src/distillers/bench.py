@@ -35,7 +35,7 @@ from distillers.data.base import ArrayImages, one_line
 from distillers.data.gpu_loader import DATA_PATHS, GpuLoader, fits_on_device
 from distillers.data.sampling import ContrastSampler, SampledDataset
 from distillers.data.transforms import CIFAR100_MEAN, CIFAR100_STD, train_transform
-from distillers.engine.trainer import resolve_device, to_device
+from distillers.engine.device import resolve_device, to_device
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair
 from distillers.models import MODELS, create_model, default_lr

@@ -172,8 +172,9 @@ def run_config(args: argparse.Namespace, task: str) -> RunConfig:
                 "mlflow_uri"):
         if hasattr(args, key):
             setattr(cfg, key, getattr(args, key))
-    if hasattr(args, "teacher_path"):
-        cfg.teacher_path = args.teacher_path
+    for key in ("teacher_path", "student_path"):
+        if hasattr(args, key):
+            setattr(cfg, key, getattr(args, key))
     if hasattr(args, "kd_T"):
         cfg.method_options = MethodOptions(
             kd_T=args.kd_T, feat_dim=args.feat_dim, nce_k=args.nce_k, nce_t=args.nce_t, nce_m=args.nce_m,
@@ -183,17 +184,11 @@ def run_config(args: argparse.Namespace, task: str) -> RunConfig:
 
 
 # ---- subcommands ------------------------------------------------------------------------------------------
-def cmd_train_teacher(args: argparse.Namespace) -> int:
-    from distillers.tasks.teacher import train_teacher
+def cmd_run(args: argparse.Namespace) -> int:
+    """train-teacher, distill and transfer: the flags become a RunConfig, and the task registry runs it."""
+    from distillers.tasks import run_task
 
-    train_teacher(run_config(args, "teacher"))
-    return 0
-
-
-def cmd_distill(args: argparse.Namespace) -> int:
-    from distillers.tasks.distill import distill
-
-    distill(run_config(args, "distill"))
+    run_task(run_config(args, args.task))
     return 0
 
 
@@ -241,15 +236,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in DATASETS.names():
             spec = DATASETS.get(name)
             print(f"{name:13s} {getattr(spec, 'num_classes', '?')} classes  {getattr(spec, 'description', '')}")
-    return 0
-
-
-def cmd_transfer(args: argparse.Namespace) -> int:
-    from distillers.tasks.transfer import transfer
-
-    cfg = run_config(args, "transfer")
-    cfg.student_path = args.student_path
-    transfer(cfg)
     return 0
 
 
@@ -358,12 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         return command
 
-    teacher = add("train-teacher", cmd_train_teacher, "train a model from scratch (a teacher, or a student baseline)",
+    teacher = add("train-teacher", cmd_run, "train a model from scratch (a teacher, or a student baseline)",
                   EPILOG_TEACHER)
+    teacher.set_defaults(task="teacher")
     teacher.add_argument("--model", required=True, help="architecture (see `distillers list models`)")
     add_run_flags(teacher)
 
-    dist = add("distill", cmd_distill, "distil a student from a trained teacher", EPILOG_DISTILL)
+    dist = add("distill", cmd_run, "distil a student from a trained teacher", EPILOG_DISTILL)
+    dist.set_defaults(task="distill")
     dist.add_argument("--teacher", "--path-t", "--path_t", dest="teacher_path", required=True,
                       help="teacher checkpoint (ours or RepDistiller's ckpt_epoch_240.pth)")
     dist.add_argument("--teacher-arch", dest="teacher", default=None,
@@ -394,13 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--options", action="store_true",
                          help="with `methods`: every method's --method-opt options (type, default, source, help)")
 
-    probe = add("transfer", cmd_transfer, "linear-probe transfer of a distilled student to STL-10 or TinyImageNet",
+    probe = add("transfer", cmd_run, "linear-probe transfer of a distilled student to STL-10 or TinyImageNet",
                 "example:\n  distillers transfer --student-ckpt runs/S-wrn_16_2_.../last.pt --dataset stl10 --download")
     probe.add_argument("--student-ckpt", "--path-s", "--path_s", dest="student_path", required=True,
                        help="distilled student checkpoint")
     probe.add_argument("--model", default=None, help="student architecture (default: recorded in the checkpoint)")
     add_run_flags(probe)
-    probe.set_defaults(dataset="stl10", epochs=120, lr_decay_epochs=(30, 60, 90))
+    probe.set_defaults(task="transfer", dataset="stl10", epochs=120, lr_decay_epochs=(30, 60, 90))
 
     export = add("export", cmd_export, "export a checkpoint's weights for sharing (safetensors)",
                  "example:\n  distillers export --ckpt runs/<run>/best.pt --format safetensors")

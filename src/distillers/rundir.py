@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from distillers.errors import UserError
+
+if TYPE_CHECKING:
+    from distillers.config import RunConfig
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 LAST = "last.pt"
 BEST = "best.pt"
+TMP_SUFFIX = ".tmp"  # ``.<name>.<random>.tmp``: a write in progress, or one a killed process left behind
 
 
 def _number(value: float) -> str:
@@ -100,3 +107,37 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         return []
     with open(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed process never finished (and return them)."""
+    stale = [path for path in Path(folder).glob(f".*{TMP_SUFFIX}") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def prepare_run_dir(cfg: "RunConfig", name: str) -> Path:
+    """Create (or reopen, with --resume) the run directory; never clobber another run's files silently."""
+    run_dir = Path(cfg.out) / name
+    occupied = run_dir.exists() and any(run_dir.iterdir())
+    if cfg.resume:
+        if not (run_dir / LAST).exists():
+            again = "start it again with --overwrite" if occupied else "drop --resume to start a new run"
+            raise UserError(f"nothing to resume: {run_dir / LAST} does not exist (the run stopped before its first "
+                            f"checkpoint); {again}")
+        remove_stale_temporaries(run_dir)  # half-written checkpoints of a killed process
+        return run_dir
+    if occupied:
+        if not cfg.overwrite:
+            raise UserError(f"run directory {run_dir} already holds a run; pass --resume to continue it, "
+                            f"--overwrite to replace it, or --trial/--name to start another")
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write the run directory {run_dir}: {error.strerror}; choose another --out") from error
+    return run_dir

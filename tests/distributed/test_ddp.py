@@ -21,7 +21,7 @@ import torch
 from data.fake_data import write_cifar100
 from distillers.engine.distributed import DistInfo
 from distillers.methods.crd import ContrastMemory
-from distillers.tasks.common import progress_from, resume_step
+from distillers.engine.resume import progress_from, resume_step
 from distillers.tasks.evaluate import evaluate_checkpoint
 from reliability import harness
 

@@ -10,7 +10,9 @@ import torch
 
 from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights, save_checkpoint
 from distillers.engine.sampler import EpochSampler
-from distillers.engine.trainer import StepSchedule, count_correct, rng_state, set_rng_state
+from distillers.engine.metrics import count_correct
+from distillers.engine.optim import StepSchedule
+from distillers.engine.rng import rng_state, set_rng_state
 from distillers.errors import UserError
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from distillers.data import transforms
 from distillers.data.base import DATASETS, DatasetSpec
 from distillers.data.sampling import ContrastSampler, SampledDataset
+from distillers.engine.sampler import EpochSampler
 from distillers.errors import UserError
 
 SAMPLES = ("plain", "index", "contrast")
@@ -134,3 +135,23 @@ def build_loaders(dataset: str, data_dir: str | Path, batch_size: int = 64, work
                               drop_last=drop_last, **common)
     test_loader = DataLoader(test_set, batch_size=test_batch_size or batch_size, shuffle=False, **common)
     return train_loader, test_loader, info
+
+
+def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, seed: int,
+                device: torch.device, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A DataLoader whose order depends only on (seed, epoch), so resume is exact and DDP shards it.
+
+    Training shards are padded to equal length (every rank must take the same number of steps); evaluation shards
+    (``train=False``) are not: rank ``r`` takes images ``r, r + w, ...``, so each test image is scored once.
+    """
+    sampler: Iterable[int]
+    if train:
+        sampler = EpochSampler(len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size)
+    else:
+        sampler = range(rank, len(dataset), world_size)
+    # Training workers start afresh every epoch: each is then seeded from the torch RNG the engine has just
+    # reseeded from (seed, epoch), so augmentations too depend only on (seed, epoch) and a resumed run matches an
+    # uninterrupted one. Persistent workers would keep the streams of the process's first epoch (the cost of a
+    # restart is a fork per worker and epoch). Test-time transforms draw nothing, so those workers persist.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0 and not train, drop_last=False)

@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from distillers.errors import UserError
-from distillers.rundir import temporary_beside
+from distillers.rundir import TMP_SUFFIX, temporary_beside
 
-TMP_SUFFIX = ".tmp"  # ``.<name>.<random>.tmp``: a write in progress, or one a killed process left behind
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -93,14 +92,6 @@ def _load_failure(path: Path, error: Exception) -> str:
     if head == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip format (PyTorch >= 1.6) or a pickle
         return f"{path} is a damaged checkpoint (truncated or corrupt: {first}); save or download it again"
     return f"{path} is not a PyTorch checkpoint (neither torch.save's zip format nor its legacy pickle format)"
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files of checkpoint writes that a killed process never finished (and return them)."""
-    stale = [path for path in Path(folder).glob(f".*{TMP_SUFFIX}") if path.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 def architecture_of(path: str | Path, checkpoint: dict[str, Any], names: list[str]) -> str | None:

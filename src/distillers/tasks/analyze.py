@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from distillers.engine.trainer import resolve_device, to_device
-from distillers.tasks.common import make_loader
+from distillers.data.loaders import make_loader
+from distillers.engine.device import resolve_device, to_device
 from distillers.tasks.evaluate import load_model
 
 

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import itertools
+from typing import Iterable
 
 import numpy as np
 import torch
+from torch import nn
 
 from distillers.config import RunConfig
-from distillers.engine.checkpoint import load_weights
 from distillers.engine.distributed import DistInfo
-from distillers.engine.trainer import StepSchedule, Trainer, evaluate, seed_everything, set_rng_state
+from distillers.engine.optim import StepSchedule, scaled_lr
+from distillers.engine.rng import seed_everything
+from distillers.engine.run import Baseline, Job, Stage, read_data, run_facts, sync_batchnorm
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair, Weights
 from distillers.methods.base import Method
-from distillers.models import MODELS, create_model, default_lr
+from distillers.data.imagefolder import class_names
+from distillers.models import canonical_name, create_model, default_lr
+from distillers.models.sources import check_method, external_student, external_teacher, is_external_name
 from distillers.objective import Distillation, InitStage
 from distillers.rundir import distill_run_name
-from distillers.tasks.common import (finish_line, print_line, process_group, progress_from, read_data, run_facts,
-                                     run_guarded, scaled_lr, sgd, stage_result, start, sync_batchnorm, task_loaders)
-from distillers.tasks import speed
 from distillers.tasks.evaluate import load_model
+from distillers.tasks.registry import TASKS
 
 
 def resolve_weights(cfg: RunConfig, default: Weights) -> Weights:
@@ -43,9 +47,9 @@ def sample_mode(method_cls: type[Method], options) -> str:
     return "index" if needs_index else "plain"
 
 
-def check_augment(cfg: RunConfig, method_cls: type) -> None:
+def check_augment(cfg: RunConfig, method_cls: type[Method]) -> None:
     """A method that trains on two views (MLKD) cannot run on one: refuse before any data is read."""
-    if getattr(method_cls, "needs_strong_view", False) and cfg.augment != "strong":
+    if method_cls.needs_strong_view and cfg.augment != "strong":
         raise UserError(f"method {method_cls.name!r} trains on a weak and a strong augmented view of every image "
                         f"(got --augment {cfg.augment}); pass --augment strong")
 
@@ -54,116 +58,79 @@ def run_protocol(method: Method, augment: str) -> str:
     """The protocol recorded in config.json: the method's own, with ``strong-aug`` marking a strong second view
     that the method's published protocol does not include (reports never compare such runs with CRD tables)."""
     protocol = method.protocol
-    if augment != "strong" or getattr(method, "needs_strong_view", False):
+    if augment != "strong" or method.needs_strong_view:
         return protocol
     return "strong-aug" if protocol == "crd" else f"{protocol}+strong-aug"
 
 
-def distill(cfg: RunConfig) -> dict[str, Any]:
-    """Distil ``cfg.student`` from ``cfg.teacher_path``, in this process or in each process torchrun started."""
-    with process_group(cfg.device) as (node, device):
-        return _distill(cfg, node, device)
+def trained_parameters(student: nn.Module, method: Method) -> Iterable[nn.Parameter]:
+    """What the main stage's optimiser updates: the student and the method's own modules."""
+    return itertools.chain(student.parameters(), method.main_parameters())
 
 
-def _distill(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict[str, Any]:
-    for flag, value in (("--teacher", cfg.teacher_path), ("--student", cfg.student), ("--method", cfg.method)):
+@TASKS.register("distill")
+def distill_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
+    """Distil ``cfg.student`` from the teacher checkpoint ``cfg.teacher_path`` with ``cfg.method``."""
+    teacher_given = cfg.teacher_path or cfg.teacher_weights or cfg.pretrained in ("teacher", "both")
+    for flag, value in (("--teacher", teacher_given), ("--student", cfg.student), ("--method", cfg.method)):
         if not value:
             raise UserError(f"{flag} is required")
-    cfg.validate()
     method_cls = METHODS.get(cfg.method)
-    method_name = method_cls.name
-    student_name = MODELS.canonical(cfg.student)
+    options = cfg.method_options
+    options.extra = method_cls.resolve_options(options.extra)  # config.json records every resolved value
+    student_name = canonical_name(cfg.student)
     weights = resolve_weights(cfg, method_cls.weights)
     check_augment(cfg, method_cls)
-    options = cfg.method_options
-    # The strong view is built by CPU transforms (RandAugment, Cutout); a device-resident data path must not be
-    # used with it, since it would rebuild batches from the raw arrays and drop ``image_strong``.
     train_set, test_set, info = read_data(cfg, sample=sample_mode(method_cls, options), nce_k=options.nce_k,
-                                          mode=options.mode, augment=cfg.augment)
+                                          mode=options.mode, augment=cfg.augment, input_size=cfg.input_size)
     if node.rank and hasattr(train_set, "seed"):
         # CRD's contrast rows are drawn per process from (seed, epoch): each rank its own stream, not rank 0's.
         train_set.seed = int(np.random.SeedSequence([train_set.seed, node.rank]).generate_state(1)[0])
-    # Everything that can be wrong is checked here, before the run directory exists or any training starts.
-    teacher, teacher_name, _ = load_model(cfg.teacher_path, cfg.teacher, info.num_classes, "--teacher-arch")
+    teacher, teacher_name = external_teacher(cfg, info) if is_external_name(cfg.teacher) else \
+        load_model(cfg.teacher_path, cfg.teacher, info.num_classes, "--teacher-arch")[:2]
     seed_everything(cfg.seed)  # the student's and the method's initial weights follow --seed
-    student = create_model(student_name, info.num_classes)
+    student, student_name = external_student(cfg, info) if is_external_name(student_name) else \
+        (create_model(student_name, info.num_classes), student_name)
+    check_method(method_cls, teacher, student, teacher_name, student_name)  # e.g. AB on a timm model
     pair = Pair(student=student, teacher=teacher, student_name=student_name, teacher_name=teacher_name,
                 num_classes=info.num_classes, num_data=info.num_train, input_size=info.input_size, options=options)
     method = method_cls.build(pair)
-    method.check_batch_size(cfg.batch_size)  # queues hold whole global batches: after the process group is up
+    method.check_batch_size(cfg.batch_size)  # queues hold whole global batches
     student = sync_batchnorm(student, cfg, device)
+    objective = Distillation(student, teacher, method, weights, options.kd_T)
     base_lr = cfg.lr or default_lr(student_name)
-    lr = scaled_lr(cfg, base_lr, node.world_size)
+    lr = scaled_lr(base_lr, cfg.lr_scaling, node.world_size)
     protocol = run_protocol(method, cfg.augment)
-    name = cfg.name or distill_run_name(student_name, teacher_name, cfg.dataset, method_name, weights.gamma,
+    name = cfg.name or distill_run_name(student_name, teacher_name, cfg.dataset, method.name, weights.gamma,
                                         weights.alpha, weights.beta, cfg.trial)
     if cfg.name is None and protocol != method_cls.protocol:  # e.g. a strong-view or CRD-queue run: its own dir
         name += f"_{protocol}"
-    def check_resume(checkpoint: dict[str, Any], path: str) -> None:
-        """Refuse a resume checkpoint of another student or method before the run directory is touched."""
-        load_weights(student, checkpoint["model"], path, student_name)
-        try:
-            method.load_state_dict(checkpoint["method_state"])
-        except (KeyError, RuntimeError) as error:
-            raise UserError(f"{path} does not hold the state of method {method_name} for this pair; resume with "
-                            f"the settings it was started with, or start again with --overwrite") from error
+    main = Stage("main", objective, functools.partial(trained_parameters, student, method), lr, cfg.epochs,
+                 StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate), cfg.save_freq)
+    state = {"model": student, "method_state": method}
+    if method.teacher_mode():  # OFD trains the teacher's BN statistics: keep them for an exact resume
+        state["teacher_state"] = teacher
+    logs = [] if cfg.augment != "strong" or method.needs_strong_view else [
+        f"--augment strong: {method.name} does not read the strong view's logits; the student still runs on it "
+        f"(its BatchNorm statistics see both views), so this run is marked protocol {protocol}"]
+    return Job(cfg=cfg, name=name, label=f"{method.name} {teacher_name} -> {student_name}", arch=student_name,
+               data=(train_set, test_set, info), eval_model=student,
+               stages=init_stages(method, objective, options.init_epochs, student_name, lr) + [main], state=state,
+               record={"arch": student_name, "num_classes": info.num_classes, "dataset": cfg.dataset,
+                       "teacher_arch": teacher_name, "method": method.name},
+               facts={"task": "distill", "student": student_name, "teacher": teacher_name, "method": method.name,
+                      "weights": vars(weights), "num_classes": info.num_classes, "protocol": protocol,
+                      **class_names(train_set),
+                      **run_facts(cfg, node, base_lr, lr)},
+               fast_models=[student, teacher], baseline=Baseline(teacher, "teacher_acc", f"teacher {teacher_name}"),
+               logs=logs)
 
-    launch = start(cfg, name, {"task": "distill", "student": student_name, "teacher": teacher_name,
-                               "method": method_name, "weights": vars(weights), "num_classes": info.num_classes,
-                               "protocol": protocol, **run_facts(cfg, node, base_lr, lr)}, check_resume, node, device)
-    device, logger, resume = launch.device, launch.logger, launch.resume
-    if cfg.augment == "strong" and not getattr(method_cls, "needs_strong_view", False):
-        logger.info(f"--augment strong: {method_name} does not read the strong view's logits; the student still runs "
-                    f"on it (its BatchNorm statistics see both views), so this run is marked protocol {protocol}")
-    objective = Distillation(student, teacher, method, weights, options.kd_T).to(device)
-    speed.prepare([student, teacher], cfg, device)
-    train_loader, test_loader = task_loaders(cfg, train_set, test_set, info, device, node)
 
-    def payload() -> dict[str, Any]:
-        state = {"model": student.state_dict(), "arch": student_name, "num_classes": info.num_classes,
-                 "dataset": cfg.dataset, "teacher_arch": teacher_name, "method": method_name,
-                 "method_state": method.state_dict(), "config": cfg.to_dict()}
-        if method.teacher_mode():  # OFD trains the teacher's BN statistics: keep them for an exact resume
-            state["teacher_state"] = teacher.state_dict()
-        return state
-
-    if resume is not None:  # student and method state were loaded by check_resume
-        if "teacher_state" in resume:
-            teacher.load_state_dict(resume["teacher_state"])
-        teacher_acc = logger.summary().get("teacher_acc") if node.is_main else None
-    else:
-        teacher_acc = evaluate(teacher, test_loader, device)["test_acc"]  # every rank scores its share
-        if node.is_main:
-            logger.summary(teacher_acc=teacher_acc)
-        logger.info(f"teacher {teacher_name}: test top-1 {teacher_acc:.2f}%")
-    schedule = StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate)
-    # Methods may leave trainable parameters without a gradient (RRD's teacher head, heads under -b 0, the
-    # student's classifier under -r 0 -a 0): DDP must look for them every step.
-    common = dict(eval_model=student, train_loader=train_loader, test_loader=test_loader, device=device,
-                  logger=logger, checkpoint_payload=payload, seed=cfg.seed, max_steps=cfg.max_steps_per_epoch,
-                  amp=speed.amp_enabled(cfg, device), find_unused_parameters=True)
-
-    def body() -> dict[str, Any]:
-        resumed_stage = resume.get("stage", "main") if resume is not None else None
-        if method_cls.init_stage and options.init_epochs > 0 and resumed_stage != "main":
-            init = InitStage(objective)
-            init_lr = method.init_lr(student_name, lr)
-            optimizer = sgd(init.trained.parameters(), cfg, init_lr, device)
-            if resumed_stage == "init":
-                optimizer.load_state_dict(resume["optimizer"])
-                set_rng_state(resume["rng"])
-            Trainer(objective=init, optimizer=optimizer, schedule=StepSchedule(init_lr), stage="init",
-                    **common).fit(options.init_epochs, progress_from(resume, "init", node, cfg.batch_size))
-        if method_cls.init_stage:
-            method.end_init_stage()
-        optimizer = sgd(list(student.parameters()) + list(method.main_parameters()), cfg, lr, device)
-        if resumed_stage == "main":
-            optimizer.load_state_dict(resume["optimizer"])
-            set_rng_state(resume["rng"])
-        progress = Trainer(objective=objective, optimizer=optimizer, schedule=schedule, save_freq=cfg.save_freq,
-                           **common).fit(cfg.epochs, progress_from(resume, "main", node, cfg.batch_size))
-        return {**stage_result(progress, launch.run_dir), "teacher_acc": teacher_acc}
-
-    summary = run_guarded(launch, body)
-    print_line(finish_line(f"{method_name} {teacher_name} -> {student_name}", launch.run_dir, summary))
-    return summary
+def init_stages(method: Method, objective: Distillation, epochs: int, student_name: str, lr: float) -> list[Stage]:
+    """AB, FT and FSP first train their own modules alone (RepDistiller's pretrain.py), then freeze or switch them."""
+    if not method.init_stage:
+        return []
+    init = InitStage(objective)
+    init_lr = method.init_lr(student_name, lr)
+    return [Stage("init", init, init.trained.parameters, init_lr, epochs, StepSchedule(init_lr),
+                  on_end=method.end_init_stage)]

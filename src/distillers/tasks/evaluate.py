@@ -9,10 +9,11 @@ from torch import nn
 
 from distillers.engine import distributed
 from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights
-from distillers.engine.trainer import evaluate, resolve_device
+from distillers.data.loaders import make_loader
+from distillers.engine.device import resolve_device
+from distillers.engine.metrics import evaluate
 from distillers.errors import UserError
 from distillers.models import MODELS, create_model
-from distillers.tasks.common import make_loader
 
 
 def load_model(path: str | Path, arch: str | None, num_classes: int, arch_flag: str = "--model"

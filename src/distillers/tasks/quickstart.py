@@ -36,22 +36,21 @@ def _config(out: Path, name: str, seed: int, epochs: int, plan: QuickstartPlan, 
 
 def quickstart(out: str = "runs/quickstart", plan: QuickstartPlan = QuickstartPlan()) -> list[tuple[str, list[float]]]:
     """Train everything, print the comparison table, and return ``(row, accuracies)`` pairs."""
-    from distillers.tasks.distill import distill
-    from distillers.tasks.teacher import train_teacher
+    from distillers.tasks import run_task
 
     started = time.perf_counter()
     root = Path(out)
-    teacher = train_teacher(_config(root, "teacher", 0, plan.teacher_epochs, plan, task="teacher",
+    teacher = run_task(_config(root, "teacher", 0, plan.teacher_epochs, plan, task="teacher",
                                     model=plan.teacher))
     teacher_path = str(root / "teacher" / "best.pt")
     rows: dict[str, list[float]] = {f"student {plan.student} alone": [], "student + KD": [], "student + ICD": []}
     for seed in plan.seeds:
-        alone = train_teacher(_config(root, f"student_seed{seed}", seed, plan.student_epochs, plan, task="teacher",
+        alone = run_task(_config(root, f"student_seed{seed}", seed, plan.student_epochs, plan, task="teacher",
                                       model=plan.student))
         rows[f"student {plan.student} alone"].append(alone["last_acc"])
         for label, method, weights in (("student + KD", "kd", dict(gamma=0.1, alpha=0.9, beta=0.0)),
                                        ("student + ICD", "icd", dict(gamma=1.0, alpha=0.0, beta=1.0))):
-            result = distill(_config(root, f"{method}_seed{seed}", seed, plan.student_epochs, plan, task="distill",
+            result = run_task(_config(root, f"{method}_seed{seed}", seed, plan.student_epochs, plan, task="distill",
                                      student=plan.student, teacher_path=teacher_path, method=method, **weights))
             rows[label].append(result["last_acc"])
     table = [(f"teacher {plan.teacher}", [teacher["best_acc"]])] + list(rows.items())

@@ -15,12 +15,13 @@ from torch.nn import functional as F
 from distillers.config import RunConfig
 from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights
 from distillers.engine.distributed import DistInfo
-from distillers.engine.trainer import StepSchedule, Trainer, seed_everything, set_rng_state
+from distillers.engine.optim import StepSchedule, scaled_lr
+from distillers.engine.rng import seed_everything
+from distillers.engine.run import Job, Stage, read_data, run_facts
 from distillers.errors import UserError
 from distillers.models import MODELS, create_model, default_lr
 from distillers.rundir import transfer_run_name
-from distillers.tasks.common import (load_optimizer, process_group, read_data, run_facts, run_single_stage, scaled_lr,
-                                     sgd, start, task_loaders)
+from distillers.tasks.registry import TASKS
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -67,20 +68,39 @@ class LinearProbe(nn.Module):
         return logits, {"ce": F.cross_entropy(logits, batch["target"])}
 
 
-def transfer(cfg: RunConfig) -> dict[str, Any]:
-    """Train a linear probe on a frozen student, in this process or in each of the processes torchrun started.
-
-    ``--sync-bn`` changes nothing here: the backbone's BatchNorm is frozen (eval mode) and the head has none.
-    """
-    with process_group(cfg.device) as (node, device):
-        return _transfer(cfg, node, device)
-
-
-def _transfer(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict[str, Any]:
+@TASKS.register("transfer")
+def transfer_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
+    """Train a linear probe on a frozen student (``--sync-bn`` changes nothing here: the backbone's BatchNorm is
+    frozen and the head has none)."""
     if not cfg.student_path:
         raise UserError("--student-ckpt is required")
-    cfg.validate()
     checkpoint = load_checkpoint(cfg.student_path)
+    arch = student_arch(cfg, checkpoint)
+    model = create_model(arch, num_classes=_classes_in(checkpoint["model"], arch, cfg.student_path))
+    try:
+        load_weights(model, checkpoint["model"], cfg.student_path, arch)
+    except UserError as error:
+        raise UserError(f"{error} with --model") from None
+    train_set, test_set, info = read_data(cfg)
+    seed_everything(cfg.seed)  # the head's initial weights depend on --seed, and only on it
+    head = replace_classifier(model, info.num_classes)
+    base_lr = cfg.lr or default_lr(arch)
+    lr = scaled_lr(base_lr, cfg.lr_scaling, node.world_size)
+    main = Stage("main", LinearProbe(model, head), head.parameters, lr, cfg.epochs,
+                 StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate), cfg.save_freq)
+    name = cfg.name or transfer_run_name(arch, checkpoint.get("dataset", "cifar100"), cfg.dataset, cfg.trial)
+    # Resume continues from last.pt's whole model, backbone included: the student file may have changed since.
+    return Job(cfg=cfg, name=name, label=f"transfer {arch} -> {cfg.dataset}", arch=f"{arch} transfer",
+               data=(train_set, test_set, info), eval_model=model, stages=[main],
+               state={"model": model, "head": head},
+               record={"arch": arch, "num_classes": info.num_classes, "dataset": cfg.dataset},
+               facts={"task": "transfer", "model": arch, "student_path": cfg.student_path,
+                      "num_classes": info.num_classes, **run_facts(cfg, node, base_lr, lr)},
+               fast_models=[])
+
+
+def student_arch(cfg: RunConfig, checkpoint: dict[str, Any]) -> str:
+    """The student's architecture: ``--model``, else the one the checkpoint records (they must agree)."""
     arch = cfg.model or architecture_of(cfg.student_path, checkpoint, MODELS.names())
     if arch is None:
         raise UserError(f"cannot tell the architecture of {cfg.student_path}; pass --model")
@@ -89,48 +109,7 @@ def _transfer(cfg: RunConfig, node: DistInfo, device: torch.device) -> dict[str,
     if cfg.model and isinstance(recorded, str) and recorded in MODELS.names() and MODELS.canonical(recorded) != arch:
         raise UserError(f"{cfg.student_path} holds a {recorded} model, not {arch}; pass --model {recorded} "
                         f"(or drop --model: the checkpoint records its architecture)")
-    state = checkpoint["model"]
-    model = create_model(arch, num_classes=_classes_in(state, arch, cfg.student_path))
-    try:
-        load_weights(model, state, cfg.student_path, arch)
-    except UserError as error:
-        raise UserError(f"{error} with --model") from None
-    train_set, test_set, info = read_data(cfg)
-    seed_everything(cfg.seed)  # the head's initial weights depend on --seed, and only on it
-    head = replace_classifier(model, info.num_classes)
-    base_lr = cfg.lr or default_lr(arch)
-    lr = scaled_lr(cfg, base_lr, node.world_size)
-    name = cfg.name or transfer_run_name(arch, checkpoint.get("dataset", "cifar100"), cfg.dataset, cfg.trial)
-
-    def restore(resume: dict[str, Any], path: str) -> None:
-        """Continue from last.pt's whole model, backbone included: the student file may have changed since."""
-        try:
-            load_weights(model, resume["model"], path, arch)
-        except UserError:
-            raise UserError(f"{path} holds no {arch} transfer model for {cfg.dataset}; resume with the command that "
-                            f"wrote it, or start over with --overwrite") from None
-
-    # A resume checkpoint that does not fit is refused before the run directory is touched.
-    launch = start(cfg, name, {"task": "transfer", "model": arch, "student_path": cfg.student_path,
-                               "num_classes": info.num_classes, **run_facts(cfg, node, base_lr, lr)},
-                   check_resume=restore, node=node, device=device)
-    probe = LinearProbe(model, head).to(device)
-    optimizer = sgd(head.parameters(), cfg, lr, device)
-    if launch.resume is not None:
-        load_optimizer(optimizer, launch.resume, launch.run_dir)
-        set_rng_state(launch.resume["rng"])
-    train_loader, test_loader = task_loaders(cfg, train_set, test_set, info, device, node)
-    trainer = Trainer(
-        objective=probe, eval_model=model, optimizer=optimizer,
-        schedule=StepSchedule(lr, cfg.lr_decay_epochs, cfg.lr_decay_rate),
-        train_loader=train_loader, test_loader=test_loader,
-        device=device, logger=launch.logger, seed=cfg.seed, save_freq=cfg.save_freq,
-        max_steps=cfg.max_steps_per_epoch,
-        checkpoint_payload=lambda: {"model": model.state_dict(), "head": head.state_dict(), "arch": arch,
-                                    "num_classes": info.num_classes, "dataset": cfg.dataset,
-                                    "config": cfg.to_dict()})
-
-    return run_single_stage(launch, trainer, node, f"transfer {arch} -> {cfg.dataset}")
+    return arch
 
 
 def _classes_in(state: dict[str, Tensor], arch: str, source: str) -> int:
