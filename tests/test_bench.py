@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from distillers import bench
 from distillers.bench import (Case, build_objective, fast_step, format_table, make_optimizer, parse_case,
@@ -15,8 +14,9 @@ from distillers.data.gpu_loader import GpuLoader
 from distillers.data.transforms import CIFAR100_MEAN, CIFAR100_STD
 from distillers.errors import UserError
 from distillers.objective import Distillation
+from distillers.tasks import speed
 
-TINY = dict(batch_size=8, steps=2, warmup=1, device="cpu", amp=True, channels_last=True, num_images=64, nce_k=16)
+TINY = dict(batch_size=8, steps=2, warmup=1, device="cpu", num_images=64, nce_k=16)
 
 
 
@@ -31,29 +31,33 @@ def test_run_bench_on_cpu_returns_rows_with_throughput_ratio_and_memory():
         assert row["speedup"] == pytest.approx(row["ours_images_per_s"] / row["seed_images_per_s"])
         assert row["seed_peak_mb"] > 0 and row["ours_peak_mb"] > 0
         assert row["seed_loader_images_per_s"] > 0 and row["ours_loader_images_per_s"] > 0
-        assert row["data_path"] == "gpu"  # on CPU, "ours" is the loader's CPU-tensor path
-        assert row["amp"] is False  # bf16 autocast is for CUDA only
+        # "ours" is what distill chooses on CPU with the same flags (tasks.speed), and the row says what that was
+        assert row["data_path"] == speed.CPU_AUTO["data_path"]
+        assert row["amp"] == ("bf16" if speed.CPU_AUTO["amp"] else "off")
+        assert row["channels_last"] is speed.CPU_AUTO["channels_last"]
+        assert row["cudnn_benchmark"] is False and row["optimizer"] == "torch's default SGD"
         assert row["compile"] == "off" and row["workers"] == 1 and row["device"] == "cpu"
         assert torch.isfinite(torch.tensor([row["seed_loss"], row["ours_loss"]])).all()
     table = format_table(rows)
     assert "| resnet8 -> resnet8 | crd |" in table and f"{rows[0]['speedup']:.2f}x" in table
     assert table.startswith("machine: ") and "torch " + torch.__version__ in table
+    assert f"ours = what distill chooses with these flags: data path {rows[0]['data_path']}" in table
     assert any("seed pipeline" in line for line in lines)
 
 
 def test_compile_failure_is_reported_and_the_run_continues_eagerly(monkeypatch):
-    class Broken(nn.Module):
-        def __init__(self, module: nn.Module) -> None:
-            super().__init__()
-            self.module = module
-
-        def forward(self, *args, **kwargs):
+    """A compile call that fails at the first step (where torch.compile really compiles) falls back to eager."""
+    def lazy_failure(function, **kwargs):
+        def compiled(*args, **kwargs):
             raise RuntimeError("no working C++ compiler")
+        return compiled
 
-    monkeypatch.setattr(torch, "compile", Broken)
-    rows = run_bench([("resnet8", "resnet8", "kd")], None, data_path="cpu", compile=True, workers=0, **TINY)
-    assert rows[0]["compile"] == "compile unavailable: no working C++ compiler"
+    monkeypatch.setattr(torch, "compile", lazy_failure)
+    rows = run_bench([("resnet8", "resnet8", "kd")], None, data_path="cpu", amp="on", channels_last="on",
+                     compile=True, workers=0, **TINY)
+    assert rows[0]["compile"] == "fell back to eager: RuntimeError: no working C++ compiler"
     assert rows[0]["ours_images_per_s"] > 0 and rows[0]["data_path"] == "cpu"
+    assert rows[0]["amp"] == "bf16" and rows[0]["channels_last"] is True  # forced choices run on CPU too
 
 
 def crd_batch() -> dict[str, torch.Tensor]:
@@ -136,7 +140,7 @@ def test_cases_parse_and_unknown_names_are_user_errors():
         resolve_cases(["resnet8:resnet8:kdd"], None)
 
 
-@pytest.mark.parametrize("override, message", [({"data_path": "device"}, "--data-path 'device'"),
+@pytest.mark.parametrize("override, message", [({"data_path": "disk"}, "--data-path 'disk'"),
                                                ({"steps": 0}, "--steps must be an integer >= 1"),
                                                ({"num_images": 4}, "--num-images 4 is smaller")])
 def test_bad_settings_are_user_errors(override, message):

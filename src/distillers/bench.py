@@ -6,8 +6,10 @@ format, not the content):
 
 - seed: torchvision PIL transforms in DataLoader workers, float32 NCHW, default SGD, ``loss.item()`` every step as
   RepDistiller's ``train_distill`` loop does, teacher forward under ``no_grad``;
-- ours: ``GpuLoader`` (uint8 data resident on the device, batch augmentation there; on CPU the same code on CPU
-  tensors), bf16 autocast on CUDA, channels_last, fused SGD, the loss kept on the device (no per-step host sync).
+- ours: exactly what ``distill`` runs with the same flags (``--data-path``, ``--amp``, ``--channels-last``,
+  ``--compile``, ``--deterministic``): the ``tasks.speed`` choices (device-resident data or the task's DataLoader,
+  autocast, memory format, compile with its fallback, cuDNN settings), the engine's SGD builder, and the loss kept
+  on the device (no per-step host sync). Every row records what was chosen.
 
 Each pipeline runs ``warmup`` steps, then ``steps`` timed steps, synchronising the device before reading the clock.
 Rows report images/s of both, the ratio, and peak memory (CUDA: max allocated; CPU: the main process's peak RSS),
@@ -30,16 +32,19 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from distillers.config import MethodOptions
-from distillers.data.base import ArrayImages, one_line
-from distillers.data.gpu_loader import DATA_PATHS, GpuLoader, fits_on_device
+from distillers.config import MethodOptions, RunConfig
+from distillers.data.base import ArrayImages
+from distillers.data.gpu_loader import DeviceLoader
+from distillers.data.loaders import DataInfo, make_loader
 from distillers.data.sampling import ContrastSampler, SampledDataset
 from distillers.data.transforms import CIFAR100_MEAN, CIFAR100_STD, train_transform
 from distillers.engine.device import resolve_device, to_device
+from distillers.engine.optim import sgd
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Distillation
+from distillers.tasks import speed
 
 NUM_CLASSES = 100
 
@@ -195,10 +200,11 @@ class Settings:
     steps: int
     warmup: int
     device: torch.device
-    data_path: str  # the resolved one: gpu (device-resident) | cpu (DataLoader workers)
-    amp: bool
-    channels_last: bool
+    data_path: str  # ours: --data-path as given (auto | device | gpu | cpu)
+    amp: str  # ours: --amp (auto | on | off)
+    channels_last: str  # ours: --channels-last (auto | on | off)
     compile: bool
+    deterministic: bool
     workers: int
     seed: int
     options: MethodOptions
@@ -253,6 +259,16 @@ def _worker_loader(images: np.ndarray, labels: np.ndarray, case: Case, settings:
 
 def _run_seed(case: Case, images: np.ndarray, labels: np.ndarray, settings: Settings, memory: PeakMemory
               ) -> dict[str, float]:
+    benchmark_flag = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # the seed sets it
+    try:
+        return _seed_pipeline(case, images, labels, settings, memory)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark_flag
+
+
+def _seed_pipeline(case: Case, images: np.ndarray, labels: np.ndarray, settings: Settings, memory: PeakMemory
+                   ) -> dict[str, float]:
     memory.reset()
     objective = build_objective(case, len(labels), settings.options, settings.batch_size, settings.seed)
     objective = objective.to(settings.device).train()
@@ -273,130 +289,126 @@ def _run_seed(case: Case, images: np.ndarray, labels: np.ndarray, settings: Sett
             "loss": float(np.mean(timed)), "loader_images_per_s": loader_rate}
 
 
-def _compile_models(objective: Distillation) -> Callable[[], None]:
-    """Replace teacher and student by ``torch.compile`` versions; return the function that puts them back."""
-    teacher, student = objective.teacher, objective.student
-    objective.teacher, objective.student = torch.compile(teacher), torch.compile(student)
+def ours_config(settings: Settings) -> RunConfig:
+    """The RunConfig ``distill`` would get from the same flags: the bench asks the same ``tasks.speed`` questions."""
+    return RunConfig(task="distill", device=str(settings.device), data_path=settings.data_path, amp=settings.amp,
+                     channels_last=settings.channels_last, compile=settings.compile,
+                     deterministic=settings.deterministic, workers=settings.workers, batch_size=settings.batch_size,
+                     seed=settings.seed, method_options=settings.options)
 
-    def restore() -> None:
-        objective.teacher, objective.student = teacher, student
 
-    return restore
+def _ours_loader(case: Case, images: np.ndarray, labels: np.ndarray, cfg: RunConfig, device: torch.device) -> Any:
+    """What ``distill`` trains from: ``speed.train_loader`` over the task's DataLoader (``data.loaders.make_loader``).
+
+    ``drop_last`` on the device-resident loader: every timed step has a full batch (images/s = steps * batch).
+    """
+    base = ArrayImages(images, labels, train_transform(CIFAR100_MEAN, CIFAR100_STD))
+    settings_contrast = ContrastSampler(labels, cfg.method_options.nce_k, cfg.method_options.mode, seed=cfg.seed) \
+        if _needs(case, cfg.method_options)[1] else None
+    dataset = SampledDataset(base, _needs(case, cfg.method_options)[0], settings_contrast, cfg.seed)
+    default = make_loader(dataset, cfg.batch_size, True, cfg.workers, cfg.seed, device)
+    info = DataInfo("synthetic", NUM_CLASSES, len(labels), 0, 32, CIFAR100_MEAN, CIFAR100_STD)
+    loader = speed.train_loader(cfg, dataset, info, device, default)
+    if loader is not default:
+        loader.drop_last = True
+    return loader
 
 
 def _run_ours(case: Case, images: np.ndarray, labels: np.ndarray, settings: Settings, memory: PeakMemory
               ) -> dict[str, Any]:
     memory.reset()
-    device = settings.device
+    device, cfg = settings.device, ours_config(settings)
     objective = build_objective(case, len(labels), settings.options, settings.batch_size, settings.seed)
     objective = objective.to(device).train()
-    if settings.channels_last:
-        objective = objective.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(objective, default_lr(case.student), fused=True)
-    if settings.data_path == "gpu":
-        with_index = _needs(case, settings.options)[0]
-        loader: Any = GpuLoader(images, labels, settings.batch_size, device=device, mean=CIFAR100_MEAN,
-                                std=CIFAR100_STD, seed=settings.seed, with_index=with_index,
-                                contrast=_contrast(labels, case, settings), channels_last=settings.channels_last,
-                                drop_last=True)
-    else:
-        loader = _worker_loader(images, labels, case, settings, fast=True)
-
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if settings.amp else contextlib.nullcontext()
-
-    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    guard = speed.prepare([objective.student, objective.teacher], cfg, device)  # channels-last, compile
+    params = [*objective.student.parameters(), *objective.method.main_parameters()]
+    optimizer = sgd(params, default_lr(case.student), 0.9, 5e-4, device)
+    loader = _ours_loader(case, images, labels, cfg, device)
+    autocast = speed.autocast_factory(cfg, device)
+    memory_format = torch.channels_last if speed.use_channels_last(cfg, device) else torch.contiguous_format
     total = torch.zeros((), device=device)
 
     def step(batch: dict[str, Tensor]) -> None:
-        batch = to_device(batch, device)  # no-op for GpuLoader batches; non_blocking from pinned workers
+        batch = to_device(batch, device)  # no-op for device-resident batches; non_blocking from pinned workers
         batch["image"] = batch["image"].contiguous(memory_format=memory_format)
         total.add_(fast_step(objective, optimizer, batch, autocast).float())
 
-    compiled = "off"
-    restore: Callable[[], None] | None = None
-    if settings.compile:
-        compiled = "on"
-        try:
-            restore = _compile_models(objective)
-        except Exception as error:  # noqa: BLE001 - any failure means: run eager and say why
-            compiled = f"compile unavailable: {one_line(error)}"
     batches = endless(loader)
-    if restore is not None:  # compilation happens on the first call: try one step before timing
-        try:
-            step(next(batches))
-        except Exception as error:  # noqa: BLE001
-            restore()
-            torch._dynamo.reset()
-            compiled = f"compile unavailable: {one_line(error)}"
-    seconds = _time(step, batches, settings, before_timing=total.zero_)
+    with speed.backends(cfg, device) as backend_facts:
+        seconds = _time(step, batches, settings, before_timing=total.zero_)
     batches.close()
     loss = total.item() / settings.steps  # the one host sync of the pipeline
     peak = memory.read_mb()
+    compiled = "off" if guard is None else "on" if guard.fell_back is None else f"fell back to eager: {guard.fell_back}"
     return {"images_per_s": settings.steps * settings.batch_size / seconds, "peak_mb": peak, "loss": loss,
-            "compile": compiled, "loader_images_per_s": _loader_rate(loader, settings)}
+            "compile": compiled, "loader_images_per_s": _loader_rate(loader, settings),
+            "data_path": "device" if loader.__class__ is DeviceLoader else "cpu",
+            "amp": "bf16" if speed.amp_enabled(cfg, device) else "off",
+            "channels_last": memory_format is torch.channels_last,
+            "cudnn_benchmark": backend_facts["cudnn_benchmark"],
+            "optimizer": "fused SGD" if optimizer.defaults.get("fused") else "torch's default SGD"}
 
 
 def run_bench(pairs: Iterable[str | Sequence[str] | Case] | None = None, methods: Sequence[str] | None = None,
               batch_size: int = 64, steps: int = 50, warmup: int = 10, device: str = "auto", data_path: str = "auto",
-              amp: bool = True, channels_last: bool = True, compile: bool = False, *, num_images: int = 50000,
-              workers: int | None = None, nce_k: int = 16384, seed: int = 0,
+              amp: str = "auto", channels_last: str = "auto", compile: bool = False, deterministic: bool = False, *,
+              num_images: int = 50000, workers: int | None = None, nce_k: int = 16384, seed: int = 0,
               log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Benchmark every case with the seed's pipeline and ours; one row (a dict) per case, in order.
 
-    ``data_path`` (ours): ``gpu`` keeps the data on the training device (GpuLoader; on CPU its CPU-tensor path),
-    ``workers`` uses PIL DataLoader workers, ``auto`` picks ``device`` on CPU or when the data fit on the GPU.
-    ``workers`` (the DataLoader processes) defaults to RepDistiller's 8, capped at the CPU count.
+    "Ours" is what ``distill`` runs with the same flags (``--data-path``, ``--amp``, ``--channels-last``,
+    ``--compile``, ``--deterministic``): the same ``tasks.speed`` choices, loaders and optimiser builder; each row
+    records what was chosen. ``workers`` (DataLoader processes of both pipelines) defaults to RepDistiller's 8,
+    capped at the CPU count.
     """
     for flag, value, low in (("--batch-size", batch_size, 1), ("--steps", steps, 1), ("--warmup", warmup, 0),
                              ("--num-images", num_images, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{flag} must be an integer >= {low}, got {value!r}")
-    if data_path not in DATA_PATHS:
-        raise UserError(f"unknown --data-path {data_path!r}; choose one of: {', '.join(DATA_PATHS)}")
     if num_images < batch_size:
         raise UserError(f"--num-images {num_images} is smaller than --batch-size {batch_size}; raise --num-images")
     cases = resolve_cases(pairs, methods)
     torch_device = resolve_device(device)
     log = log or (lambda text: None)
-    images, labels = synthetic_cifar(num_images, NUM_CLASSES, seed)
-    if data_path == "auto":
-        array = ArrayImages(images, labels)
-        data_path = "gpu" if torch_device.type == "cpu" or fits_on_device(array, torch_device) else "cpu"
-    settings = Settings(batch_size, steps, warmup, torch_device, data_path, amp and torch_device.type == "cuda",
-                        channels_last, compile,
-                        min(8, os.cpu_count() or 1) if workers is None else workers, seed,
+    settings = Settings(batch_size, steps, warmup, torch_device, data_path, amp, channels_last, compile,
+                        deterministic, min(8, os.cpu_count() or 1) if workers is None else workers, seed,
                         MethodOptions(nce_k=nce_k))
+    speed.data_path(ours_config(settings))  # an unknown --data-path is refused before any work
+    images, labels = synthetic_cifar(num_images, NUM_CLASSES, seed)
     memory = PeakMemory(torch_device)
     machine = describe_machine(torch_device)
-    benchmark_flag = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True  # the seed sets it too
     rows = []
-    try:
-        for case in cases:
-            log(f"{case.label} {case.method}: seed pipeline ...")
-            seed_result = _run_seed(case, images, labels, settings, memory)
-            _release(torch_device)
-            log(f"{case.label} {case.method}: ours ...")
-            ours = _run_ours(case, images, labels, settings, memory)
-            _release(torch_device)
-            rows.append({
-                "teacher": case.teacher, "student": case.student, "method": case.method,
-                "batch_size": batch_size, "steps": steps, "warmup": warmup, "num_images": num_images,
-                "device": torch_device.type, "machine": machine, "data_path": data_path,
-                "amp": settings.amp, "channels_last": channels_last, "compile": ours["compile"],
-                "workers": settings.workers,
-                "seed_images_per_s": seed_result["images_per_s"], "ours_images_per_s": ours["images_per_s"],
-                "speedup": ours["images_per_s"] / seed_result["images_per_s"],
-                "seed_loader_images_per_s": seed_result["loader_images_per_s"],
-                "ours_loader_images_per_s": ours["loader_images_per_s"],
-                "seed_peak_mb": seed_result["peak_mb"], "ours_peak_mb": ours["peak_mb"], "memory": memory.kind,
-                "seed_loss": seed_result["loss"], "ours_loss": ours["loss"],
-            })
-            log(format_table(rows[-1:], header=False))
-    finally:
-        torch.backends.cudnn.benchmark = benchmark_flag
+    for case in cases:
+        log(f"{case.label} {case.method}: seed pipeline ...")
+        seed_result = _run_seed(case, images, labels, settings, memory)
+        _release(torch_device)
+        log(f"{case.label} {case.method}: ours ...")
+        ours = _run_ours(case, images, labels, settings, memory)
+        _release(torch_device)
+        rows.append({
+            "teacher": case.teacher, "student": case.student, "method": case.method,
+            "batch_size": batch_size, "steps": steps, "warmup": warmup, "num_images": num_images,
+            "device": torch_device.type, "machine": machine, "workers": settings.workers, "load": _load(),
+            **{key: ours[key] for key in ("data_path", "amp", "channels_last", "compile", "cudnn_benchmark",
+                                          "optimizer")},
+            "deterministic": deterministic,
+            "seed_images_per_s": seed_result["images_per_s"], "ours_images_per_s": ours["images_per_s"],
+            "speedup": ours["images_per_s"] / seed_result["images_per_s"],
+            "seed_loader_images_per_s": seed_result["loader_images_per_s"],
+            "ours_loader_images_per_s": ours["loader_images_per_s"],
+            "seed_peak_mb": seed_result["peak_mb"], "ours_peak_mb": ours["peak_mb"], "memory": memory.kind,
+            "seed_loss": seed_result["loss"], "ours_loss": ours["loss"],
+        })
+        log(format_table(rows[-1:], header=False))
     return rows
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages when the row was measured (the machine may be shared)."""
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _release(device: torch.device) -> None:
@@ -421,17 +433,24 @@ def describe_machine(device: torch.device) -> str:
     return f"{hardware}; torch {torch.__version__}"
 
 
+def describe_choices(row: dict[str, Any]) -> str:
+    """The fast-path configuration a row ran (``tasks.speed``'s answers), on one line."""
+    return (f"data path {row['data_path']} ({row['workers']} workers if cpu), amp {row['amp']}, channels-last "
+            f"{'on' if row['channels_last'] else 'off'}, compile {row['compile']}, cudnn.benchmark "
+            f"{'on' if row['cudnn_benchmark'] else 'off'}, deterministic {'on' if row['deterministic'] else 'off'}, "
+            f"{row['optimizer']}")
+
+
 def format_table(rows: Sequence[dict[str, Any]], header: bool = True) -> str:
     """A markdown table of ``run_bench`` rows (plus the machine and settings line when ``header``)."""
     lines = []
     if header and rows:
         first = rows[0]
-        lines += [f"machine: {first['machine']}",
+        lines += [f"machine: {first['machine']}; load average {first['load']}",
                   f"batch {first['batch_size']}, {first['steps']} timed steps after {first['warmup']} warm-up, "
                   f"{first['num_images']} synthetic images; seed: {first['workers']} PIL workers, float32, "
-                  f"item() per step; ours: data path {first['data_path']}, amp {'bf16' if first['amp'] else 'off'}, "
-                  f"channels_last {'on' if first['channels_last'] else 'off'}, fused SGD; memory: {first['memory']}",
-                  ""]
+                  f"item() per step; memory: {first['memory']}",
+                  f"ours = what distill chooses with these flags: {describe_choices(first)}", ""]
     lines += ["| teacher -> student | method | seed img/s | ours img/s | speedup | seed peak MB | ours peak MB | "
               "data only: seed img/s | data only: ours img/s | compile |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]

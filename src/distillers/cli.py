@@ -304,7 +304,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from distillers.bench import format_table, run_bench
 
     rows = run_bench(args.pairs, args.methods, args.batch_size, args.steps, args.warmup, args.device, args.data_path,
-                     args.amp, args.channels_last, args.compile, num_images=args.num_images, workers=args.workers,
+                     args.amp, args.channels_last, args.compile, args.deterministic, num_images=args.num_images,
+                     workers=args.workers,
                      nce_k=args.nce_k, log=lambda line: print(line, file=sys.stderr))
     print(format_table(rows))
     if args.json:
@@ -473,11 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=positive_int, default=50, help="timed steps per pipeline")
     bench.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     bench.add_argument("--device", default="auto")
-    bench.add_argument("--data-path", choices=["auto", "gpu", "cpu"], default="auto",
-                       help="ours: data resident on the training device (gpu) or DataLoader workers (cpu)")
-    bench.add_argument("--no-amp", dest="amp", action="store_false", help="ours without bf16 autocast")
-    bench.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    # "ours" takes distill's fast-path flags and runs what distill would choose with them (tasks.speed).
+    bench.add_argument("--data-path", choices=["auto", "device", "gpu", "cpu"], default="auto",
+                       help="ours: data resident on the training device (device, alias gpu) or DataLoader workers")
+    bench.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="ours: bf16 autocast")
+    bench.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="same as --amp off")
+    bench.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                       help="ours: NHWC memory format")
+    bench.add_argument("--no-channels-last", dest="channels_last", action="store_const", const="off",
+                       help="same as --channels-last off")
     bench.add_argument("--compile", action="store_true", help="ours with torch.compile (eager fallback)")
+    bench.add_argument("--deterministic", action="store_true", help="ours with deterministic algorithms")
     bench.add_argument("--num-images", type=positive_int, default=50000, help="synthetic training images")
     bench.add_argument("--workers", type=int, default=None, help="seed pipeline's DataLoader workers (default 8)")
     bench.add_argument("--nce-k", type=positive_int, default=16384, help="CRD negatives per sample")

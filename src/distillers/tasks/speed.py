@@ -154,7 +154,8 @@ class CompileGuard:
         from distillers.data.base import one_line
         from distillers.engine import distributed
 
-        self.fell_back = f"{type(error).__name__}: {one_line(error)}"
+        why = one_line(error).split(" Set TORCHDYNAMO_VERBOSE")[0]  # torch's advice on debugging dynamo itself
+        self.fell_back = f"{type(error).__name__}: {why}"
         for restore in self.restores:
             restore()
         if distributed.current().is_main:
@@ -196,12 +197,12 @@ def compile_models(models: list[nn.Module], cfg: RunConfig) -> CompileGuard | No
     return guard
 
 
-def prepare(models: list[nn.Module], cfg: RunConfig, device: torch.device) -> None:
+def prepare(models: list[nn.Module], cfg: RunConfig, device: torch.device) -> CompileGuard | None:
     """channels-last memory format (``use_channels_last``), then ``--compile`` with its eager fallback."""
     if use_channels_last(cfg, device):
         for model in models:
             model.to(memory_format=torch.channels_last)
-    compile_models(models, cfg)
+    return compile_models(models, cfg)
 
 
 # ---- backends ----------------------------------------------------------------------------------------------
