@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from distillers.config import MethodOptions, RunConfig
 from distillers.errors import UserError
