@@ -6,14 +6,14 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from distillers.config import RunConfig
 from distillers.engine.logging import RunLogger
 from distillers.errors import UserError
-from distillers.tracking import TRACKERS, TRACKERS_FILE, Tracker, TrackerContext, Trackers, open_trackers, parse_names
+from distillers.tracking import TRACKERS, TRACKERS_FILE, Tracker, TrackerContext, open_trackers, parse_names
 from distillers.tracking.base import epoch_metrics, flatten
 from distillers.tracking.wandb import choose_mode
 
@@ -25,7 +25,7 @@ class Recorder(Tracker):
     """A tracker that keeps what it was given (and can be told to fail, or to wait)."""
 
     name = "recorder"
-    opened: list["Recorder"] = []
+    opened: ClassVar[list[Recorder]] = []
 
     def __init__(self, context: TrackerContext) -> None:
         self.context = context
@@ -127,8 +127,8 @@ def test_a_missing_package_is_one_warning_naming_the_extra(tmp_path, monkeypatch
     trackers = open_trackers(["wandb"], context(tmp_path))
     assert trackers.names == []
     warned = warnings_in(capsys.readouterr().err)
-    assert warned == ["distillers: warning: --log wandb: cannot import wandb (pip install 'distillers[wandb]'); the "
-                      "run goes on without it"]
+    assert warned == [("distillers: warning: --log wandb: cannot import wandb (pip install 'distillers[wandb]'); "
+                       "the run goes on without it")]
     assert not (tmp_path / TRACKERS_FILE).exists()
 
 

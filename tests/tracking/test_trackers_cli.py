@@ -140,8 +140,8 @@ def test_log_wandb_without_wandb_installed_warns_once_and_finishes(capsys, monke
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as when it is missing
     result = run_cli(capsys, *teacher_argv(cifar, tmp_path, "--log", "wandb", "--epochs", "1"))
     assert result.code == 0, result.err
-    assert warnings_in(result.err) == ["distillers: warning: --log wandb: cannot import wandb (pip install "
-                                       "'distillers[wandb]'); the run goes on without it"]
+    assert warnings_in(result.err) == [("distillers: warning: --log wandb: cannot import wandb (pip install "
+                                        "'distillers[wandb]'); the run goes on without it")]
     run_dir = only_child(tmp_path)
     _, metrics, summary = read_run(run_dir)
     assert len(metrics) == 1 and summary["status"] == "finished"

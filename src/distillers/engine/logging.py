@@ -42,8 +42,8 @@ class RunLogger:
         self.trackers = trackers if enabled else Trackers()
 
     @classmethod
-    def for_run(cls, cfg: "RunConfig", run_dir: Path, name: str, facts: dict[str, Any], resumed: bool,
-                enabled: bool = True) -> "RunLogger":
+    def for_run(cls, cfg: RunConfig, run_dir: Path, name: str, facts: dict[str, Any], resumed: bool,
+                enabled: bool = True) -> RunLogger:
         """The logger of a run with the trackers ``cfg.log`` names, opened on the main process only (``enabled``).
 
         ``facts`` are what config.json records besides the RunConfig (task facts, world size, device); a resumed

@@ -10,14 +10,15 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from distillers.registry import Registry
 
 # name -> the tracker class; its constructor opens (or, on resume, reopens) the tracker's run.
-TRACKERS: Registry[Callable[["TrackerContext"], "Tracker"]] = Registry("tracker")
+TRACKERS: Registry[Callable[[TrackerContext], Tracker]] = Registry("tracker")
 
 # Extras that install a tracker's package (pyproject.toml), for the "not installed" warning.
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}

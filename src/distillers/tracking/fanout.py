@@ -8,11 +8,13 @@ continues the same tracker runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from distillers.errors import UserError
 from distillers.rundir import read_json, write_json_atomic
@@ -105,10 +107,8 @@ class Trackers:
     def _drop(self, tracker: Tracker, message: str) -> None:
         self._trackers.remove(tracker)
         warn(f"{message}; the run goes on without it (its own files are complete)")
-        try:
+        with contextlib.suppress(BaseException):  # already reported once
             tracker.finish("failed")
-        except BaseException:  # noqa: BLE001 - already reported once
-            pass
 
 
 def open_trackers(names: Sequence[str], context: TrackerContext) -> Trackers:

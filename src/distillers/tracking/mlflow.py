@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from distillers.tracking.base import (TRACKERS, Tracker, TrackerContext, epoch_metrics, flatten,
-                                      summary_numbers)
+from distillers.tracking.base import TRACKERS, Tracker, TrackerContext, epoch_metrics, flatten, summary_numbers
 
 # MLflow's limits: 100 params per log_batch call; param values of older servers hold 500 characters.
 PARAMS_PER_BATCH = 100

@@ -14,8 +14,7 @@ import string
 from typing import Any
 from urllib.parse import urlparse
 
-from distillers.tracking.base import (TRACKERS, Tracker, TrackerContext, epoch_metrics, one_line,
-                                      summary_numbers, warn)
+from distillers.tracking.base import TRACKERS, Tracker, TrackerContext, epoch_metrics, one_line, summary_numbers, warn
 
 INIT_TIMEOUT_S = 30.0  # online: how long wandb.init may wait for the server before the run goes offline instead
 
@@ -55,10 +54,10 @@ class WandbTracker(Tracker):
         self.run_id = context.previous.get("id") or _new_id()
         self.run_dir = context.run_dir
         self.mode = choose_mode()
-        options = dict(project=context.project, name=context.run_name, id=self.run_id, resume="allow",
-                       dir=str(context.run_dir), config=context.config, group=context.tags.get("sweep"),
-                       tags=[f"{key}:{value}" for key, value in context.tags.items()] or None,
-                       reinit="create_new")
+        options = {"project": context.project, "name": context.run_name, "id": self.run_id, "resume": "allow",
+                   "dir": str(context.run_dir), "config": context.config, "group": context.tags.get("sweep"),
+                   "tags": [f"{key}:{value}" for key, value in context.tags.items()] or None,
+                   "reinit": "create_new"}
         try:
             self._run = wandb.init(mode=self.mode, settings=self._settings(wandb), **options)
         except Exception as error:
