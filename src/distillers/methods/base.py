@@ -5,8 +5,8 @@ method: it asks the class what it consumes (pre-activation features, sample indi
 which modules it trains (``main_parameters``), whether it has an initialisation stage, which ``--method-opt``
 options it takes (``options``, typed by ``resolve_options``), and what state it checkpoints (ordinary module
 buffers). Every attribute the engine reads is declared here with its default, and is a class constant: a
-variant with other constants is another class (``CRDQueue``), never an instance override. The training objective is assembled by ``distillers.objective``:
-``gamma * CE + alpha * KL_T + beta * method(step)``.
+variant with other constants is another class (``CRDQueue``), never an instance override. The training
+objective is assembled by ``distillers.objective``: ``gamma * CE + alpha * KL_T + beta * method(step)``.
 """
 
 from __future__ import annotations
