@@ -280,15 +280,19 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from distillers.sweep import SEED_METHODS, SEED_PAIRS, sweep
+    from distillers.sweep import run_sweep
 
     extra = [flag for flag in args.extra if flag != "--"]
-    failed = sweep(args.pairs or SEED_PAIRS, args.methods or SEED_METHODS, args.trials, args.teacher_dir, args.out,
-                   args.dataset, args.dry_run, extra, args.baselines)
-    if failed:
-        print(f"sweep finished with {failed} failed run(s)", file=sys.stderr)
-        return 1
-    return 0
+    return run_sweep(args, None if args.status else sweep_base_config(extra), extra)
+
+
+def sweep_base_config(extra: Sequence[str]) -> RunConfig:
+    """The flags after ``sweep --``, parsed once with distill's run and method flags: the config every run of the
+    grid derives from (the sweep sets each run's teacher, student, method, weights, trial, dataset and out)."""
+    parser = OneLineErrors(prog="distillers sweep ... --", allow_abbrev=False)
+    add_run_flags(parser)
+    add_method_flags(parser)
+    return run_config(parser.parse_args(extra), "distill")
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -437,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                " x 3 trials)\n  distillers sweep --pairs resnet32x4:resnet8x4 --methods kd crd crd+kd --trials 3"
                "\n\nFinished runs are skipped, interrupted ones resumed; teachers are read from "
                "--teacher-dir/<name>_vanilla/ckpt_epoch_240.pth (distillers fetch-teachers). Flags after -- go to "
-               "every run (e.g. -- --epochs 240 --data-dir data).")
+               "every run (e.g. -- --epochs 240 --data-dir data).\n\nOn a SLURM cluster or several GPUs "
+               "(docs/cluster.md):\n  distillers sweep --launcher slurm --partition gpu --gpus-per-job 1 --cpus-per-job 4 --time 720 "
+               "-- --data-dir data\n  distillers sweep --status runs\n  distillers sweep --launcher local --gpus 0,1,2,3")
     grid.add_argument("--pairs", nargs="+", default=None, metavar="TEACHER:STUDENT",
                       help="pairs to run (default: the seed's 13)")
     grid.add_argument("--methods", nargs="+", default=None, help="rows (default: the seed's 18; METHOD+kd adds KD)")
@@ -447,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--dataset", default="cifar100")
     grid.add_argument("--baselines", action="store_true", help="also train each student from scratch")
     grid.add_argument("--dry-run", action="store_true", help="print the commands and what would be skipped")
+    grid.add_argument("--status", default=None, metavar="OUT",
+                      help="where each run launched into OUT stands, then stop")
+    from distillers.launchers import add_launcher_flags
+
+    add_launcher_flags(grid)
     grid.add_argument("extra", nargs=argparse.REMAINDER, help="flags passed to every run, after --")
 
     study = add("analyze", cmd_analyze, "the seed's analysis plots for a teacher/student pair: t-SNE and "
