@@ -246,7 +246,7 @@ class Trainer:
             loss.backward()  # under DDP: gradients averaged over ranks here
         except NUMERICAL_ERRORS as error:
             detail = str(error).split(":", 1)[-1].strip().splitlines()[0][:120]
-            self._stop_non_finite(epoch, step + 1, progress, f"{type(error).__name__}: {detail}")
+            self._stop_non_finite(epoch, step + 1, progress, f"{type(error).__name__.lstrip('_')}: {detail}")
         self.optimizer.step()
         return loss, logits, terms
 
