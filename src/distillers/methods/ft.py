@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillers.methods import METHODS
-from distillers.methods.base import Method, Pair, Step, Weights
+from distillers.methods.base import Method, Pair, Step, Weights, unsupported
 from distillers.methods.common import attention_map, pool
 
 # Students whose init stage runs at lr 0.01 in RepDistiller (helper/pretrain.py lists exactly these 13 models).
@@ -89,6 +89,12 @@ class FT(Method):
 
     @classmethod
     def build(cls, pair: Pair) -> "FT":
+        flat = [role for role, shape in (("student", pair.student_shapes[-2]), ("teacher", pair.teacher_shapes[-2]))
+                if len(shape) == 3 and shape[1] * shape[2] == 1]
+        if flat:  # a factor is compared as a normalised spatial map: over one position it is the constant 1
+            raise unsupported(cls.name, pair, f"the {' and '.join(flat)}'s last feature map is 1x1 at "
+                                              f"{pair.input_size} px, where factors carry nothing; use a larger "
+                                              f"--input-size")
         return cls(pair.student_shapes[-2][0], pair.teacher_shapes[-2][0])
 
     @staticmethod
