@@ -5,6 +5,7 @@ again to themselves (resume, sweeps). Also the method contract: CRD's bank and q
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -188,6 +189,23 @@ def test_config_json_records_the_resolved_options(capsys, tmp_path, cifar, teach
     assert result.code == 0, result.err
     config, _, _ = read_run(only_child(tmp_path))
     assert config["method_options"]["extra"] == {"alpha": 1.0, "beta": 3.0, "warmup": 2, "T": None, "kd_weight": 1.0}
+
+
+def test_a_sweep_of_several_methods_resolves_each_from_the_raw_options(capsys, tmp_path, cifar, teacher):
+    """The sweep's runs share one base config: resolving dkd's options must not hand them to crd (one process)."""
+    teachers = tmp_path / "teachers" / "resnet14_vanilla"
+    teachers.mkdir(parents=True)
+    shutil.copy(teacher.checkpoint, teachers / "ckpt_epoch_240.pth")
+    out = tmp_path / "runs"
+    result = run_cli(capsys, "sweep", "--pairs", "resnet14:resnet8", "--methods", "dkd", "crd", "--trials", "1",
+                     "--teacher-dir", tmp_path / "teachers", "--out", out, "--", "--epochs", "1",
+                     "--max-steps-per-epoch", "1", "--batch-size", "8", "--nce-k", "16", "--feat-dim", "8",
+                     "--data-dir", cifar.root, *FAST)
+    assert result.code == 0, result.err
+    extras = {read_run(run)[0]["method"]: read_run(run)[0]["method_options"]["extra"] for run in out.iterdir()
+              if run.is_dir()}
+    assert extras == {"dkd": {"alpha": 1.0, "beta": None, "warmup": 20, "T": None, "kd_weight": 1.0},
+                      "crd": {"crd_memory": "bank"}}
 
 
 def test_list_methods_options_shows_every_method_and_its_defaults(capsys):

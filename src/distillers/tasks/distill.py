@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from dataclasses import replace
 from typing import Iterable
 
 import numpy as np
@@ -76,8 +77,9 @@ def distill_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
         if not value:
             raise UserError(f"{flag} is required")
     method_cls = METHODS.get(cfg.method)
-    options = cfg.method_options
-    options.extra = method_cls.resolve_options(options.extra)  # config.json records every resolved value
+    # config.json records every resolved value; a new MethodOptions, since a sweep's runs share the raw one.
+    options = cfg.method_options = replace(cfg.method_options,
+                                           extra=method_cls.resolve_options(cfg.method_options.extra))
     student_name = canonical_name(cfg.student)
     weights = resolve_weights(cfg, method_cls.weights)
     check_augment(cfg, method_cls)
