@@ -112,3 +112,12 @@ def test_signal_before_training_leaves_no_half_made_run(assets, tmp_path, sig, c
     assert not (tmp_path / "runs" / "early").exists()
     again = harness.run(args, tmp_path)
     assert again.code == 0, again.describe()
+
+
+def test_decay_epochs_beyond_the_run_are_said_once(assets, tmp_path):
+    args = ["train-teacher", "--model", "resnet8", "--epochs", "1", "--lr-decay-epochs", "1,5", "--out", "runs",
+            *assets.flags()]
+    outcome = harness.run(args, tmp_path)
+    assert outcome.code == 0, outcome.describe()
+    notes = [line for line in outcome.stderr.splitlines() if "--lr-decay-epochs" in line]
+    assert notes == ["note: --lr-decay-epochs 1,5 not before the end of this 1-epoch run: the lr never decays"]

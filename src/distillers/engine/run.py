@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn
 import torch
 from torch import nn
 
-from distillers.config import RunConfig
+from distillers.config import RunConfig, decay_note
 from distillers.engine import distributed
 from distillers.engine.device import resolve_device
 from distillers.engine.distributed import DistInfo
@@ -144,8 +144,9 @@ def _run_job(job: Job, node: DistInfo, device: torch.device, created: list[Path]
     if resume is not None:  # a checkpoint that does not fit is refused before anything is written
         restore_modules(resume, job.state, str(run_dir / LAST), job.arch)
     logger = write_start(cfg, job.name, run_dir, resume, node, device, job.facts)
-    for line in job.logs:
-        logger.info(line)
+    for line in [decay_note(cfg), *job.logs]:
+        if line:
+            logger.info(line)
     for stage in job.stages:
         stage.objective.to(device)
     job.eval_model.to(device)
