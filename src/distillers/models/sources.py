@@ -214,6 +214,8 @@ def _timm_pretrained_classes(name: str) -> int | None:
 def load_teacher(path: str | Path | None, arch: str, num_classes: int, weights_file: str | Path | None = None,
                  pretrained: bool = False, input_size: int = 32) -> tuple[ExternalModel, str]:
     """The teacher ``arch`` with the weights of ``weights_file`` (or ``path``), or the hub's with ``pretrained``."""
+    if weights_file is not None and path is not None and str(weights_file) != str(path):
+        raise UserError(f"the teacher has two weights files ({path} and {weights_file}); pass one")
     file = weights_file if weights_file is not None else path
     if file is None and not pretrained:
         raise UserError(f"the teacher {arch} needs weights: pass --teacher FILE (a timm/torchvision state dict, "
@@ -239,3 +241,24 @@ def check_method(method_cls: type, teacher: nn.Module, student: nn.Module, teach
             raise UserError(f"method {method_cls.name!r} does not support {teacher_name} -> {student_name}: it "
                             f"needs the {role}'s pre-activation stage outputs, which {name} does not give "
                             f"(its library exposes post-activation features only); pick another method")
+
+
+def external_from_state(name: str, state: dict[str, torch.Tensor], num_classes: int, source: str) -> ExternalModel:
+    """Rebuild the external model a checkpoint records as ``arch`` and load its weights (a teacher's rules: the
+    head must match the data's classes)."""
+    model, _ = create(name, num_classes)
+    load_into(model, state, num_classes, source, "teacher")
+    return model
+
+
+def external_teacher(cfg: Any, info: Any) -> tuple[ExternalModel, str]:
+    """The run's external teacher: ``--teacher-arch`` with ``--teacher``/``--teacher-weights`` or ``--pretrained``
+    (``cfg`` a RunConfig, ``info`` the data's DataInfo)."""
+    return load_teacher(cfg.teacher_path, cfg.teacher, info.num_classes, cfg.teacher_weights,
+                        cfg.pretrained in ("teacher", "both"), info.input_size)
+
+
+def external_student(cfg: Any, info: Any) -> tuple[ExternalModel, str]:
+    """The run's external student (``--student-weights``, ``--pretrained student|both``, ``--reset-head``)."""
+    return create_student(cfg.student, info.num_classes, cfg.student_weights, cfg.pretrained in ("student", "both"),
+                          cfg.reset_head, info.input_size)
