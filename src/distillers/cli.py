@@ -135,6 +135,20 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                        help="MLflow tracking URI (default: sqlite:///<out>/mlflow.db, which works offline)")
 
 
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of external models (timm:NAME, torchvision:NAME) and folder datasets (models/sources.py)."""
+    group = parser.add_argument_group("your own model and data")
+    group.add_argument("--teacher-weights", default=None, metavar="FILE",
+                       help="teacher weights: a timm/torchvision state dict, .safetensors or our checkpoint")
+    group.add_argument("--student-weights", default=None, metavar="FILE", help="initial weights of the student")
+    group.add_argument("--pretrained", nargs="?", const="teacher", choices=["teacher", "student", "both"],
+                       default=None, help="download the library's published weights (default: the teacher's)")
+    group.add_argument("--reset-head", action="store_true",
+                       help="give a student whose weights have another class count a new head")
+    group.add_argument("--input-size", type=positive_int, default=None,
+                       help="image side the models see (--dataset imagefolder; default 32)")
+
+
 def add_method_flags(parser: argparse.ArgumentParser) -> None:
     defaults = MethodOptions()
     group = parser.add_argument_group("method hyper-parameters (seed defaults)")
@@ -172,7 +186,8 @@ def run_config(args: argparse.Namespace, task: str) -> RunConfig:
                 "mlflow_uri"):
         if hasattr(args, key):
             setattr(cfg, key, getattr(args, key))
-    for key in ("teacher_path", "student_path"):
+    for key in ("teacher_path", "student_path", "teacher_weights", "student_weights", "pretrained", "reset_head",
+                "input_size"):
         if hasattr(args, key):
             setattr(cfg, key, getattr(args, key))
     if hasattr(args, "kd_T"):
@@ -357,10 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     dist = add("distill", cmd_run, "distil a student from a trained teacher", EPILOG_DISTILL)
     dist.set_defaults(task="distill")
-    dist.add_argument("--teacher", "--path-t", "--path_t", dest="teacher_path", required=True,
-                      help="teacher checkpoint (ours or RepDistiller's ckpt_epoch_240.pth)")
+    dist.add_argument("--teacher", "--path-t", "--path_t", dest="teacher_path", default=None,
+                      help="teacher checkpoint (ours, RepDistiller's ckpt_epoch_240.pth, or a timm/torchvision "
+                           "state dict with --teacher-arch timm:NAME)")
     dist.add_argument("--teacher-arch", dest="teacher", default=None,
-                      help="teacher architecture when the checkpoint does not record it")
+                      help="teacher architecture when the checkpoint does not record it (zoo name, timm:NAME or "
+                           "torchvision:NAME)")
+    add_source_flags(dist)
     dist.add_argument("--student", "--model-s", "--model_s", dest="student", required=True,
                       help="student architecture")
     dist.add_argument("--method", "--distill", dest="method", required=True,

@@ -63,6 +63,14 @@ class RunConfig:
     teacher_path: str | None = None
     teacher: str | None = None  # teacher architecture (read from the checkpoint when None)
     student_path: str | None = None  # transfer: the distilled student checkpoint
+    # External models (timm:<name>, torchvision:<name>; models/sources.py) and folder datasets.
+    teacher_weights: str | None = None  # the teacher's weights file (state dict, safetensors or our checkpoint)
+    student_weights: str | None = None  # initial weights of the student
+    pretrained: str | None = None  # teacher | student | both: the library's published weights from its hub
+    reset_head: bool = False  # a student whose weights have another class count gets a new head
+    input_size: int | None = None  # side of the images the models see (imagefolder); None: the dataset's
+    extra_teachers: tuple[str, ...] = ()  # more teachers (--teacher repeated; logit methods only)
+    teacher_weighting: str = "mean"  # mean | comma-separated weights of the teachers' logits
     # Distillation objective gamma * CE + alpha * KL(T) + beta * method.
     method: str | None = None
     gamma: float | None = None

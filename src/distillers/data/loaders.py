@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from distillers.data import transforms
 from distillers.data.base import DATASETS, DatasetSpec
+from distillers.data.imagefolder import with_input_size
 from distillers.data.sampling import ContrastSampler, SampledDataset
 from distillers.engine.sampler import EpochSampler
 from distillers.errors import UserError
@@ -72,7 +73,8 @@ def strong_transform(spec: DatasetSpec) -> transforms.Transform:
 def load_datasets(dataset: str, data_dir: str | Path, *, download: bool = False, sample: str = "plain",
                   nce_k: int = 16384, mode: str = "exact", percent: float = 1.0, seed: int = 0,
                   train_transform: Callable | None = None, test_transform: Callable | None = None,
-                  augment: str = "standard") -> tuple[SampledDataset, SampledDataset, DataInfo]:
+                  augment: str = "standard", input_size: int | None = None
+                  ) -> tuple[SampledDataset, SampledDataset, DataInfo]:
     """Train and test datasets yielding dicts, with the dataset's own transforms unless others are given.
 
     ``sample`` picks what a train item carries besides image and target: ``"index"`` adds the sample index,
@@ -85,7 +87,7 @@ def load_datasets(dataset: str, data_dir: str | Path, *, download: bool = False,
         raise UserError(f"unknown sample kind {sample!r}; choose one of: {', '.join(SAMPLES)}")
     if augment not in AUGMENTS:
         raise UserError(f"unknown --augment {augment!r}; choose one of: {', '.join(AUGMENTS)}")
-    spec = get_dataset(dataset)
+    spec = with_input_size(get_dataset(dataset), input_size)  # --input-size: folder datasets only
     root = spec.ensure(data_dir, download)
     train, test = spec.read(root, True), spec.read(root, False)
     train.transform = train_transform or spec.train_transform()
