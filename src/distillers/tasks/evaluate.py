@@ -14,6 +14,7 @@ from distillers.engine.device import resolve_device
 from distillers.engine.metrics import evaluate
 from distillers.errors import UserError
 from distillers.models import MODELS, create_model
+from distillers.models.sources import external_from_state, is_external_name
 
 
 def load_model(path: str | Path, arch: str | None, num_classes: int, arch_flag: str = "--model"
@@ -25,6 +26,8 @@ def load_model(path: str | Path, arch: str | None, num_classes: int, arch_flag: 
     if name is None:
         raise UserError(f"cannot tell the architecture of {path}: it records none and its folder name does not "
                         f"start with a model name; pass it explicitly (e.g. {arch_flag} resnet32x4)")
+    if is_external_name(name):  # timm:<name> / torchvision:<name>: built and loaded by models/sources.py
+        return external_from_state(name, checkpoint["model"], num_classes, str(path)), name, checkpoint
     name = MODELS.canonical(name)
     model = create_model(name, num_classes)
     check_num_classes(model, checkpoint["model"], num_classes, path)
