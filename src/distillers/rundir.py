@@ -12,12 +12,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distillers.errors import UserError
-
-if TYPE_CHECKING:
-    from distillers.config import RunConfig
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -117,11 +114,11 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return stale
 
 
-def prepare_run_dir(cfg: "RunConfig", name: str) -> Path:
+def prepare_run_dir(out: str | Path, name: str, resume: bool, overwrite: bool) -> Path:
     """Create (or reopen, with --resume) the run directory; never clobber another run's files silently."""
-    run_dir = Path(cfg.out) / name
+    run_dir = Path(out) / name
     occupied = run_dir.exists() and any(run_dir.iterdir())
-    if cfg.resume:
+    if resume:
         if not (run_dir / LAST).exists():
             again = "start it again with --overwrite" if occupied else "drop --resume to start a new run"
             raise UserError(f"nothing to resume: {run_dir / LAST} does not exist (the run stopped before its first "
@@ -129,7 +126,7 @@ def prepare_run_dir(cfg: "RunConfig", name: str) -> Path:
         remove_stale_temporaries(run_dir)  # half-written checkpoints of a killed process
         return run_dir
     if occupied:
-        if not cfg.overwrite:
+        if not overwrite:
             raise UserError(f"run directory {run_dir} already holds a run; pass --resume to continue it, "
                             f"--overwrite to replace it, or --trial/--name to start another")
         shutil.rmtree(run_dir)
