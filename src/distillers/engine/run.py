@@ -243,7 +243,7 @@ def _record_failure(logger: RunLogger, run_dir: Path, error: BaseException) -> N
 
 def open_run(cfg: RunConfig, name: str) -> tuple[Path, dict[str, Any] | None]:
     """The run directory (created, or reopened with --resume) and the checkpoint to resume from (rank 0 only)."""
-    run_dir = prepare_run_dir(cfg, name)
+    run_dir = prepare_run_dir(cfg.out, name, cfg.resume, cfg.overwrite)
     return run_dir, load_checkpoint(run_dir / LAST) if cfg.resume else None
 
 
