@@ -1,0 +1,76 @@
+"""End to end through the CLI: a plain timm state dict as teacher, timm students, a folder of generated PNGs
+(3 classes), ``distill`` then ``eval`` of the run's checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from distillers import cli
+
+FAST = ["--workers", "0", "--device", "cpu", "--epochs", "1", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``data/{train,val}/{cat,dog,eel}/*.png`` and ``T.pth``, a plain timm resnet18 state dict for 3 classes."""
+    root = tmp_path_factory.mktemp("own")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 2)):
+        for name in ("cat", "dog", "eel"):
+            (root / "data" / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(
+                    root / "data" / split / name / f"{i}.png")
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet18", num_classes=3).state_dict(), root / "T.pth")
+    return root
+
+
+def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str]:
+    capsys.readouterr()
+    try:
+        code = cli.main([str(arg) for arg in argv])
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_crd_from_a_timm_state_dict_then_eval(folder: Path, capsys: pytest.CaptureFixture) -> None:
+    code, text = run(capsys, "distill", "--teacher", folder / "T.pth", "--teacher-arch", "timm:resnet18",
+                     "--student", "timm:mobilenetv3_small_050", "--dataset", "imagefolder", "--data-dir",
+                     folder / "data", "--method", "crd", "--nce-k", "8", "--out", folder / "runs", *FAST)
+    assert code == 0, text
+    run_dir = next((folder / "runs").iterdir())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["classes"] == ["cat", "dog", "eel"] and config["num_classes"] == 3
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    assert checkpoint["arch"] == "timm:mobilenetv3_small_050"
+    assert set(checkpoint["model"]) == set(timm.create_model("mobilenetv3_small_050", num_classes=3).state_dict())
+    code, text = run(capsys, "eval", "--ckpt", run_dir / "last.pt", "--dataset", "imagefolder", "--data-dir",
+                     folder / "data", "--device", "cpu", "--workers", "0")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert code == 0 and f"top-1 {summary['last_acc']:.2f}%" in text, (text, summary)
+
+
+@pytest.mark.slow
+def test_vit_student_with_fitnet_and_refused_ab(folder: Path, capsys: pytest.CaptureFixture) -> None:
+    common = ["--teacher", folder / "T.pth", "--teacher-arch", "timm:resnet18", "--student",
+              "timm:vit_tiny_patch16_224,patch_size=4", "--dataset", "imagefolder", "--data-dir", folder / "data",
+              "--out", folder / "vit", *FAST]
+    code, text = run(capsys, "distill", *common, "--method", "fitnet", "--max-steps-per-epoch", "1")
+    assert code == 0, text
+    checkpoint = torch.load(next((folder / "vit").iterdir()) / "last.pt", weights_only=True)
+    assert checkpoint["arch"] == "timm:vit_tiny_patch16_224,patch_size=4,img_size=32"
+    assert checkpoint["model"]["pos_embed"].shape == (1, 65, 192)  # 8x8 patches of 4 px plus the class token
+    code, text = run(capsys, "distill", *common, "--method", "ab", "--name", "ab")
+    assert code == 2 and "pre-activation" in text and len(text.strip().splitlines()) == 1
+    assert not (folder / "vit" / "ab").exists()
