@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+from collections.abc import Iterable
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 import mkdocs_gen_files
 import torch
@@ -140,10 +141,11 @@ def method_page(name: str, cls: type[Method], pairs: PairBuilder) -> str:
     label = display_name(cls)
     aliases = ", ".join(f"`{alias}`" for alias in METHODS.aliases_of(name)) or "none"
     w = cls.weights
-    parts = [f"# {label} (`{name}`)\n", f"**Paper:** {cls.paper or '—'}  \n**Aliases:** {aliases}  \n"
-             f"**Class:** `{cls.__module__}.{cls.__qualname__}`\n", inspect.getdoc(cls) or "", "\n## Default weights\n",
-             f"`-r {w.gamma:g} -a {w.alpha:g} -b {w.beta:g}` when the command gives none"
-             + (f" ({cls.weights_note})" if cls.weights_note else "") + ".\n", "\n## What it needs\n",
+    header = (f"# {label} (`{name}`)\n\n**Paper:** {cls.paper or '—'}  \n**Aliases:** {aliases}  \n"
+              f"**Class:** `{cls.__module__}.{cls.__qualname__}`\n")
+    weights = f"`-r {w.gamma:g} -a {w.alpha:g} -b {w.beta:g}` when the command gives none"
+    weights += f" ({cls.weights_note}).\n" if cls.weights_note else ".\n"
+    parts = [header, inspect.getdoc(cls) or "", "\n## Default weights\n", weights, "\n## What it needs\n",
              "".join(f"- {fact}\n" for fact in consumes(cls)), "\n## Options (`--method-opt KEY=VALUE`)\n"]
     options = getattr(cls, "options", ())
     if options:

@@ -38,7 +38,7 @@ class FeatureMimic(Method):
         self.normalize = normalize
 
     @classmethod
-    def build(cls, pair: Pair) -> "FeatureMimic":
+    def build(cls, pair: Pair) -> FeatureMimic:
         """Size the projection from the declared embeddings; refuse a pair without them before training."""
         student, teacher = pair.student.feature_info[-1], pair.teacher.feature_info[-1]
         if student.reduction is not None or teacher.reduction is not None:

@@ -7,12 +7,12 @@ tests elsewhere that read the registries see only the package's own methods, mod
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from cli.conftest import cifar, teacher  # noqa: F401  (the tiny CIFAR-100 and teacher, shared with the CLI tests)
+
 from distillers import plugins
 from distillers.data import DATASETS
 from distillers.methods import METHODS

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli.conftest import FAST, only_child, read_run, run_cli
 
-from cli.conftest import FAST, read_run, run_cli, only_child
 from distillers.data import DATASETS, build_loaders
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair, Step
@@ -79,7 +79,7 @@ def test_npz_dataset_reads_its_archive_and_says_what_is_missing(tmp_path: Path) 
     train = spec.load(tmp_path, train=True)
     assert len(train) == N_TRAIN and np.array_equal(train.labels, arrays["train_labels"])
     assert np.array_equal(np.asarray(train.image(3)), arrays["train_images"][3])
-    train_loader, test_loader, info = build_loaders("npz_example", tmp_path, batch_size=8, workers=0)
+    train_loader, _, info = build_loaders("npz_example", tmp_path, batch_size=8, workers=0)
     batch = next(iter(train_loader))
     assert tuple(batch["image"].shape) == (8, 3, 32, 32) and info.num_classes == CLASSES
     with pytest.raises(UserError, match=r"npz example not found: .*images\.npz"):
