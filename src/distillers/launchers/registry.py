@@ -83,6 +83,11 @@ class Launcher:
         return len(self.errors)
 
     @staticmethod
+    def last_error(out: Path, job_id: str) -> str:
+        """The last error line of a job's log ('' when the launcher keeps none)."""
+        return ""
+
+    @staticmethod
     def scheduler_states(job_ids: list[str]) -> dict[str, str] | None:
         """The scheduler's state of each job id it still knows (None when no scheduler answers)."""
         return None

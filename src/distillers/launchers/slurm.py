@@ -133,6 +133,16 @@ class SlurmLauncher(Launcher):
                     time.sleep(POLL_S)
 
     @staticmethod
+    def last_error(out: Path, job_id: str) -> str:
+        """The last line the job wrote to stderr (its exception), skipping srun's own notes."""
+        for log in sorted((out / ".slurm" / job_id).glob("*_log.err"), reverse=True):
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if line.strip() and not line.startswith(("srun:", "slurmstepd:"))]
+            if lines:
+                return lines[-1].removeprefix("distillers.errors.UserError: ") + f" (log: {log})"
+        return ""
+
+    @staticmethod
     def scheduler_states(job_ids: list[str]) -> dict[str, str] | None:
         """squeue's state of each of this user's jobs it still knows, by job id (``123_4`` for array tasks)."""
         try:

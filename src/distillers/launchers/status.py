@@ -59,7 +59,10 @@ def run_status(run_dir: Path, job: str, states: dict[str, str] | None, error: st
         return "queued"
     if scheduler in RUNNING:
         return "running"
-    if disk == "running" and states is not None and job:  # the job ended without the run saying so (killed)
+    if disk in ("running", "not started") and states is not None and job and scheduler is not None:
+        return "failed"  # the job ended (FAILED, CANCELLED, TIMEOUT, ...) without the run saying so: killed, or
+        # stopped before its run directory existed
+    if disk == "running" and states is not None and job:  # the job left the queue without the run saying so
         return "failed"
     return "failed" if error and disk in ("not started", "running") else disk
 
@@ -71,10 +74,11 @@ def last_error(run_dir: Path, entry: dict[str, Any], scheduler: str | None) -> s
     except (OSError, ValueError):
         reason = ""
     reason = reason or str(entry.get("error") or "").strip()
+    if not reason and entry.get("launcher") and entry.get("job"):
+        reason = LAUNCHERS.get(entry["launcher"]).last_error(run_dir.parent, entry["job"])
     if reason:
         return reason.splitlines()[-1]
-    logs = f"; see its log in {run_dir.parent / '.slurm' / entry['job']}" if entry.get("launcher") == "slurm" else ""
-    return f"the job ended ({scheduler or 'no longer queued'}) without recording why{logs}"
+    return f"the job ended ({scheduler or 'no longer queued'}) without recording why"
 
 
 def status_lines(out: Path) -> list[str]:
