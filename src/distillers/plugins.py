@@ -1,8 +1,8 @@
 """Methods, models and datasets defined outside the package: import the user's modules before a command runs.
 
 A module registers what it defines when it is imported (``@METHODS.register("my_method")``), so importing it is
-all a plugin needs. Two sources name the modules, and both reach every process a run starts (torchrun workers,
-sweep runs and cluster jobs inherit the environment and the installed packages):
+all a plugin needs. The CLI calls ``load_plugins`` before every command (torchrun workers run the same command);
+any other entry point that runs a RunConfig must call it too. Two sources name the modules:
 
 - ``DISTILLERS_PLUGINS``: comma-separated module names (``mylab.my_method``) or paths of ``.py`` files;
 - the entry-point group ``distillers.plugins`` of installed packages, e.g. in the plugin's ``pyproject.toml``:
