@@ -39,6 +39,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -322,6 +332,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from distillers.bench import format_table, run_bench
 
+    if args.json and not os.path.isdir(os.path.dirname(args.json) or "."):  # say so before minutes of timing
+        raise UserError(f"--json {args.json}: folder {os.path.dirname(args.json)} does not exist")
     rows = run_bench(args.pairs, args.methods, args.batch_size, args.steps, args.warmup, args.device, args.data_path,
                      args.amp, args.channels_last, args.compile, args.deterministic, num_images=args.num_images,
                      workers=args.workers,
@@ -398,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--download", action="store_true")
     evaluate.add_argument("--batch-size", type=positive_int, default=128)
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--workers", type=non_negative_int, default=2)
 
     listing = add("list", cmd_list, "list registered models, methods or datasets")
     listing.add_argument("what", choices=["models", "methods", "datasets"])
@@ -515,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile", action="store_true", help="ours with torch.compile (eager fallback)")
     bench.add_argument("--deterministic", action="store_true", help="ours with deterministic algorithms")
     bench.add_argument("--num-images", type=positive_int, default=50000, help="synthetic training images")
-    bench.add_argument("--workers", type=int, default=None, help="seed pipeline's DataLoader workers (default 8)")
+    bench.add_argument("--workers", type=non_negative_int, default=None,
+                       help="seed pipeline's DataLoader workers (default 8)")
     bench.add_argument("--nce-k", type=positive_int, default=16384, help="CRD negatives per sample")
     bench.add_argument("--json", default=None, help="also write the rows to this file (for docs/benchmarks.md)")
     return parser

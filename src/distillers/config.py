@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,8 +101,18 @@ class RunConfig:
         for label, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
             if not isinstance(value, int) or value <= 0:
                 raise UserError(f"{label} must be a positive integer, got {value}")
+        _check_finite(self)
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.method_options.nce_m <= 1:
+            raise UserError(f"--nce-m (CRD memory momentum) must be between 0 and 1, got {self.method_options.nce_m}")
+        if self.save_freq < 0:
+            raise UserError(f"--save-freq must be >= 0 (0: no periodic checkpoints), got {self.save_freq}")
+        for label, value in (("--name", self.name), ("--trial", self.trial)):
+            text = str(value) if value is not None else None
+            if text is not None and (not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text):
+                raise UserError(f"{label} {text!r} cannot be part of a run-directory name (no slashes, not . or ..); "
+                                f"--out chooses the parent folder")
         if self.weight_decay < 0 or self.momentum < 0:
             raise UserError("--weight-decay and --momentum must be >= 0")
         if self.workers < 0:
@@ -136,6 +147,18 @@ class RunConfig:
         if isinstance(values.get("channels_last"), bool):  # written before it took auto | on | off
             values["channels_last"] = "auto" if values["channels_last"] else "off"
         return cls(**values)
+
+
+def _check_finite(cfg: RunConfig) -> None:
+    """NaN or infinity in a number the loss or optimiser uses only shows up as a NaN stop after the run has started."""
+    numbers = {"--lr": cfg.lr, "--lr-decay-rate": cfg.lr_decay_rate, "--weight-decay": cfg.weight_decay,
+               "--momentum": cfg.momentum, "-r/--gamma": cfg.gamma, "-a/--alpha": cfg.alpha, "-b/--beta": cfg.beta,
+               "--kd-T": cfg.method_options.kd_T, "--nce-t": cfg.method_options.nce_t,
+               "--nce-m": cfg.method_options.nce_m, "--nce-t-s": cfg.method_options.nce_t_s,
+               "--nce-t-t": cfg.method_options.nce_t_t}
+    for label, value in numbers.items():
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{label} must be a finite number, got {value}")
 
 
 def decay_note(cfg: RunConfig) -> str | None:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from distillers import __version__
 from distillers.errors import UserError
+from distillers.models import MODELS
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,9 @@ def fetch_teachers(names: Iterable[str] | None = None, save_dir: str | Path = "s
     """
     teachers = _check_names(DEFAULT_TEACHERS if names is None else names)
     save_dir = Path(save_dir)
+    blocked = next((p for p in (save_dir, *save_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UserError(f"--save-dir {save_dir} cannot be created: {blocked} is a file; choose another --save-dir")
     locations = _choose_sources(sources, url, file)
     paths: dict[str, Path] = {}
     pending: list[str] = []
@@ -220,6 +224,11 @@ def _check_names(names: Iterable[str]) -> list[str]:
         if not _NAME.fullmatch(name):
             raise UserError(f"invalid teacher name {name!r}; use an architecture name such as "
                             f"{', '.join(DEFAULT_TEACHERS)}")
+        try:  # a checkpoint for an architecture we cannot build is of no use
+            MODELS.canonical(name)
+        except UserError:
+            raise UserError(f"unknown teacher {name!r}: not a registered architecture; the seed's teachers are "
+                            f"{', '.join(DEFAULT_TEACHERS)} (`distillers list models` shows all)") from None
     return unique
 
 

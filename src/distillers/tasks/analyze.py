@@ -8,6 +8,7 @@ import torch
 
 from distillers.data.loaders import make_loader
 from distillers.engine.device import resolve_device, to_device
+from distillers.errors import UserError
 from distillers.tasks.evaluate import load_model
 
 
@@ -35,6 +36,10 @@ def analyze(teacher_ckpt: str, student_ckpt: str, out: str, dataset: str = "cifa
     from distillers.data import load_datasets
     from distillers.reporting.plots import correlation_difference_plot, tsne_plot
 
+    folder = Path(out)
+    blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # said before minutes of embedding, not after
+        raise UserError(f"--out {out} cannot hold the plots: {blocked} is a file; choose a folder")
     _, test_set, info = load_datasets(dataset, data_dir, download=download)
     torch_device = resolve_device(device)
     teacher, teacher_name, _ = load_model(teacher_ckpt, teacher_arch, info.num_classes)
@@ -43,8 +48,10 @@ def analyze(teacher_ckpt: str, student_ckpt: str, out: str, dataset: str = "cifa
     limit = len(test_set)
     _, logits_t, _ = embed(teacher.to(torch_device), loader, torch_device, limit)
     feats_s, logits_s, labels = embed(student.to(torch_device), loader, torch_device, limit)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create --out {out}: {error.strerror or error}; choose another folder") from error
     shown = min(tsne_points, len(labels))
     return [
         tsne_plot(feats_s[:shown], labels[:shown], folder / "tsne_student.png",

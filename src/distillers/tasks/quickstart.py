@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distillers.config import MethodOptions, RunConfig
+from distillers.errors import UserError
+from distillers.rundir import CONFIG, read_json
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ def quickstart(out: str = "runs/quickstart", plan: QuickstartPlan = QuickstartPl
 
     started = time.perf_counter()
     root = Path(out)
+    _refuse_foreign_runs(root, ["teacher"] + [f"{kind}_seed{seed}" for seed in plan.seeds
+                                               for kind in ("student", "kd", "icd")])
     teacher = run_task(_config(root, "teacher", 0, plan.teacher_epochs, plan, task="teacher",
                                     model=plan.teacher))
     teacher_path = str(root / "teacher" / "best.pt")
@@ -56,6 +60,21 @@ def quickstart(out: str = "runs/quickstart", plan: QuickstartPlan = QuickstartPl
     table = [(f"teacher {plan.teacher}", [teacher["best_acc"]])] + list(rows.items())
     print(render(table, plan, time.perf_counter() - started))
     return table
+
+
+def _refuse_foreign_runs(root: Path, names: list[str]) -> None:
+    """The quickstart replaces its own earlier runs, never a folder of the user's that happens to share a name."""
+    for name in names:
+        run_dir = root / name
+        if not run_dir.is_dir() or not any(run_dir.iterdir()):
+            continue
+        try:
+            ours = read_json(run_dir / CONFIG).get("dataset") == "digits"
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise UserError(f"{run_dir} holds something other than a quickstart run, which the quickstart would "
+                            f"replace; choose another --out")
 
 
 def render(table: list[tuple[str, list[float]]], plan: QuickstartPlan, seconds: float) -> str:
