@@ -238,9 +238,10 @@ def test_relax_contrast_positive_is_a_sample_of_the_same_class():
     assert (positive != index).float().mean() > 0.8  # drawn from the class (15 members), not the sample itself
 
 
-def test_negatives_reach_every_other_class_sample_uniformly():
+@pytest.mark.parametrize("kernel", ["torch", "numpy"])  # torch: what a GPU runs; numpy: the CPU default
+def test_negatives_reach_every_other_class_sample_uniformly(kernel):
     labels = balanced_labels(40, 4)
-    contrast = DeviceContrastSampler(ContrastSampler(labels, nce_k=5), "cpu")
+    contrast = DeviceContrastSampler(ContrastSampler(labels, nce_k=5), "cpu", kernel=kernel)
     sample = int(np.flatnonzero(labels == 0)[0])
     rows = contrast.draw(torch.full((1200,), sample), torch.Generator().manual_seed(9))
     assert all(len(set(row)) == 5 for row in rows[:, 1:].tolist())
@@ -253,9 +254,11 @@ def test_negatives_reach_every_other_class_sample_uniformly():
     assert float(((first_column - 40) ** 2 / 40).sum()) < 59.7
 
 
-def test_small_pools_fall_back_to_replacement_like_the_cpu_sampler():
+@pytest.mark.parametrize("kernel", ["torch", "numpy"])
+def test_small_pools_fall_back_to_replacement_like_the_cpu_sampler(kernel):
     labels = np.array([0] * 30 + [1] * 3)
     loader = make_loader(33, 33, images=random_images(33), labels=labels, contrast=ContrastSampler(labels, nce_k=6))
+    loader.contrast = DeviceContrastSampler(ContrastSampler(labels, nce_k=6), "cpu", kernel=kernel)
     batch = epoch_batches(loader, 1)[0]
     rows, index = batch["contrast_index"], batch["index"]
     of_class_0 = rows[torch.from_numpy(labels)[index] == 0, 1:]
@@ -264,10 +267,12 @@ def test_small_pools_fall_back_to_replacement_like_the_cpu_sampler():
     assert all(len(set(row)) == 6 and max(row) < 30 for row in of_class_1.tolist())
 
 
-def test_percent_cut_pools_are_respected():
+@pytest.mark.parametrize("kernel", ["torch", "numpy"])
+def test_percent_cut_pools_are_respected(kernel):
     labels = balanced_labels(100, 5)
     sampler = ContrastSampler(labels, nce_k=8, percent=0.25, seed=3)
     loader = make_loader(100, 50, images=random_images(100), labels=labels, contrast=sampler)
+    loader.contrast = DeviceContrastSampler(sampler, "cpu", kernel=kernel)
     for batch in epoch_batches(loader, 1):
         for row, index in zip(batch["contrast_index"].tolist(), batch["index"].tolist()):
             assert set(row[1:]) <= set(sampler.negatives[labels[index]].tolist())
