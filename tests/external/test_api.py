@@ -1,0 +1,70 @@
+"""``distillers.Distiller``: equal to timm's own distillation tasks on the same models and batch (float64), usable in
+a plain PyTorch loop, with stateful methods (CRD's memory bank)."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from timm.task import FeatureDistillationTask, LogitDistillationTask
+
+import distillers
+from distillers.api import PooledFeatureMSE
+from distillers.errors import UserError
+
+import pytest
+
+
+def models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    teacher = timm.create_model("resnet18", num_classes=5).double().eval()
+    student = timm.create_model("mobilenetv3_small_050", num_classes=5).double()
+    images = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    return teacher, student, images, torch.tensor([0, 1, 2, 4])
+
+
+def test_kd_equals_timm_logit_distillation() -> None:
+    teacher, student, images, labels = models()
+    theirs = LogitDistillationTask(student, teacher, temperature=4.0, dtype=torch.float64, verbose=False).train()
+    expected = theirs(images, labels)["kd_loss"]
+    ours = distillers.Distiller(teacher, student, "kd", gamma=0, alpha=1, beta=0, kd_T=4).train()
+    loss, terms = ours(images, labels)
+    assert set(terms) == {"kl"}
+    assert abs(loss.item() - expected.item()) < 1e-6 and expected.item() > 0
+    # timm's task loss (cross-entropy) is our gamma term
+    _, with_ce = distillers.Distiller(teacher, student, "kd", gamma=1, alpha=1, beta=0, kd_T=4).train()(images, labels)
+    assert abs(with_ce["ce"].item() - theirs(images, labels)["task_loss"].item()) < 1e-6
+
+
+def test_pooled_feature_variant_equals_timm_feature_distillation() -> None:
+    teacher, student, images, labels = models(1)
+    theirs = FeatureDistillationTask(student, teacher, dtype=torch.float64, verbose=False).train()
+    ours = distillers.Distiller(teacher, student, PooledFeatureMSE, gamma=0, alpha=0, beta=1).double().train()
+    with torch.no_grad():  # the same projection (1024 -> 512; timm creates it because the sizes differ)
+        ours.method.projection.weight.copy_(theirs.trainable_module.projection.weight)
+        ours.method.projection.bias.copy_(theirs.trainable_module.projection.bias)
+    expected = theirs(images, labels)["kd_loss"]
+    loss, terms = ours(images, labels)
+    assert set(terms) == {"pooled_mse"} and abs(loss.item() - expected.item()) < 1e-6 and expected.item() > 0
+
+
+def test_training_loop_with_crd_memory() -> None:
+    teacher, student, images, labels = models(2)
+    teacher, student, images = teacher.float(), student.float(), images.float()
+    with pytest.raises(UserError, match="num_data="):
+        distillers.Distiller(teacher, student, "crd")
+    distiller = distillers.Distiller(teacher, student, "crd", num_data=8, nce_k=4, feat_dim=8).train()
+    optimizer = torch.optim.SGD(distiller.trainable_parameters(), lr=0.1)
+    assert len(list(distiller.trainable_parameters())) > len(list(student.parameters()))
+    index = torch.tensor([0, 1, 2, 3])
+    contrast = torch.cat([index[:, None], torch.tensor([[4, 5, 6, 7]] * 4)], dim=1)
+    memory_before = [b.clone() for b in distiller.method.buffers()]
+    head_before = student.get_classifier().weight.clone()
+    loss, terms = distiller(images, labels, index=index, contrast_index=contrast)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert set(terms) == {"ce", "crd"} and torch.isfinite(loss)
+    assert not torch.equal(student.get_classifier().weight, head_before)  # the plain timm student trained
+    assert any(not torch.equal(a, b) for a, b in zip(memory_before, distiller.method.buffers()))  # memory updated
+    assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
+    assert not any(key.startswith(("student.", "teacher.")) for key in distiller.state_dict())
