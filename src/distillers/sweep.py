@@ -145,6 +145,7 @@ def run_sweep(args: argparse.Namespace, base: RunConfig | None, extra: Sequence[
         return 0
     out = Path(args.out)
     if todo:
+        launcher.prepare(out)
         write_record(out, args.launcher, todo, {})
         jobs = launcher.launch(todo, out)
         if jobs or launcher.errors:

@@ -70,6 +70,9 @@ class Launcher:
         self.args = args
         self.errors: dict[str, str] = {}  # run name -> why it failed (kept in OUT/.sweep.json for --status)
 
+    def prepare(self, out: Path) -> None:
+        """Check everything the launch needs (a scheduler, valid options) before anything is written."""
+
     def launch(self, runs: list[PlannedRun], out: Path) -> dict[str, str]:
         """Run or submit ``runs``; returns each run's job id (empty for runs without one)."""
         raise NotImplementedError

@@ -67,6 +67,7 @@ class SlurmLauncher(Launcher):
         super().__init__(args)
         self.jobs: list[Any] = []
         self.runs: list[PlannedRun] = []
+        self._executor: Any = None
 
     def parameters(self) -> dict[str, Any]:
         """The executor's parameters from the flags (``--slurm-opt`` last, so it can override any of them)."""
@@ -93,12 +94,14 @@ class SlurmLauncher(Launcher):
             raise UserError(one_line_parameter_error(str(error))) from None
         return executor
 
+    def prepare(self, out: Path) -> None:
+        self._executor = self.executor(out)
+
     def launch(self, runs: list[PlannedRun], out: Path) -> dict[str, str]:
         from distillers.launchers.job import RunJob
 
-        executor = self.executor(out)
         try:
-            self.jobs = executor.map_array(RunJob(), [run.cfg for run in runs])
+            self.jobs = self._executor.map_array(RunJob(), [run.cfg for run in runs])
         except Exception as error:  # sbatch refused (bad partition, account, limits): its message, one line
             lines = [line for line in str(error).splitlines() if line.strip()]
             raise UserError(f"SLURM refused the jobs: {lines[-1] if lines else type(error).__name__}") from None
