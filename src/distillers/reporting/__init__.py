@@ -28,6 +28,19 @@ def _report_dataset(records: list[RunRecord]) -> str:
     return found.pop() if len(found) == 1 else "cifar100"
 
 
+def _check_destinations(out: str | Path | None, plots_dir: str | Path | None) -> None:
+    """A table file that is a folder, or a plots folder below a file, is refused before any run is read."""
+    if out is not None and Path(out).is_dir():
+        raise UserError(f"--out {out} is a folder; name the file to write (e.g. {Path(out) / 'table.md'})")
+    for label, path, folder in (("--out", out, False), ("--plots", plots_dir, True)):
+        if path is None:
+            continue
+        candidates = (Path(path), *Path(path).parents) if folder else Path(path).parents
+        blocked = next((p for p in candidates if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise UserError(f"{label} {path} cannot be written: {blocked} is a file; choose another {label}")
+
+
 def write_report(run_dirs: Iterable[str | Path], fmt: str = "markdown", out: str | Path | None = None,
                  metric: str = "last", published: bool = False, plots_dir: str | Path | None = None,
                  dataset: str | None = None) -> str:
@@ -37,6 +50,7 @@ def write_report(run_dirs: Iterable[str | Path], fmt: str = "markdown", out: str
     Plots: ``bars_<teacher>_<student>.png`` and ``curves_<teacher>_<student>.png`` for every column.
     """
     fmt = format_named(fmt)
+    _check_destinations(out, plots_dir)
     records = collect(run_dirs)
     dataset = _report_dataset(records) if dataset is None else dataset
     # Transfer runs (linear probes) make the seed's third table; markdown shows it under the distillation one.
@@ -50,8 +64,11 @@ def write_report(run_dirs: Iterable[str | Path], fmt: str = "markdown", out: str
     text = "\n".join(part for part in (FORMATS.get(fmt)(table) if table else "", transfer_text) if part)
     if out is not None:
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise UserError(f"cannot write --out {out}: {error.strerror or error}") from error
     if plots_dir is not None and table is not None:
         from distillers.reporting import plots  # matplotlib only when plots are asked for
 

@@ -164,6 +164,8 @@ def collect(run_dirs: Iterable[str | Path]) -> list[RunRecord]:
     found: dict[Path, None] = {}
     for given in run_dirs:
         path = Path(given)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{str(given)!r} is a file, not a run directory; pass run directories or their parent")
         if not path.is_dir():
             raise UserError(f"run directory {str(given)!r} does not exist; pass run directories or their parent")
         if (path / rundir.CONFIG).is_file():
