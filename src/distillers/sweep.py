@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 from distillers.config import MethodOptions, RunConfig
 from distillers.errors import UserError
@@ -21,7 +21,7 @@ from distillers.launchers.status import status_lines, write_record
 from distillers.methods import METHODS
 from distillers.models import MODELS
 from distillers.rundir import LAST, SUMMARY, distill_run_name, read_json, teacher_run_name
-from distillers.seed_grid import SEED_METHODS  # noqa: F401  (re-exported: the CLI's default rows)
+from distillers.seed_grid import SEED_METHODS  # re-exported: the CLI's default rows
 from distillers.seed_grid import SEED_PAIR_ARGS as SEED_PAIRS  # the seed's pairs as --pairs items
 
 __all__ = ["SEED_METHODS", "SEED_PAIRS", "PlannedRun", "parse_pairs", "plan", "run_sweep", "state_of"]

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from data.fake_data import FakeArrays, write_cifar100
+
 from distillers import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,8 @@ def teacher_dir(tmp_path_factory: pytest.TempPathFactory, tiny_cifar: FakeArrays
 
 def node_state() -> str:
     try:
-        result = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=30,
+                                check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return result.stdout.strip() if result.returncode == 0 else ""
@@ -57,7 +58,7 @@ def slurm() -> None:
     """A one-node SLURM answering on this machine (started by the repository's script when it is not yet)."""
     if node_state() not in ("idle", "mixed", "allocated"):
         started = subprocess.run([str(REPO / "scripts" / "slurm-local.sh"), "start"], capture_output=True, text=True,
-                                 timeout=900)
+                                 timeout=900, check=False)
         assert started.returncode == 0, f"scripts/slurm-local.sh start failed:\n{started.stdout}\n{started.stderr}"
     assert node_state() in ("idle", "mixed", "allocated")
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -80,8 +81,8 @@ def test_parallel_two_at_a_time_and_a_failure_does_not_stop_the_others(tmp_path,
 class FakeProcess:
     """A worker that ends after two polls, recording the environment it was started with."""
 
-    started: list[tuple[str, str, set[str]]] = []
-    alive: set["FakeProcess"] = set()
+    started: ClassVar[list[tuple[str, str, set[str]]]] = []
+    alive: ClassVar[set[FakeProcess]] = set()
 
     def __init__(self, argv, stdout, stderr, env, start_new_session):
         self.gpu = env["CUDA_VISIBLE_DEVICES"]

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from distillers import cli
 from distillers.config import RunConfig
 from distillers.launchers.job import RunJob
 from distillers.rundir import distill_run_name

@@ -95,7 +95,7 @@ class LocalLauncher(Launcher):
             except UserError as error:
                 self.errors[run.name] = str(error)
                 print(f"[{index}/{len(runs)}] failed: {run.name}: {error}", flush=True)
-            except Exception as error:  # a crash of one run (a bug, out of memory) must not end the sweep
+            except Exception as error:  # noqa: BLE001  a crash of one run (a bug, out of memory) must not end the sweep
                 traceback.print_exc()
                 self.errors[run.name] = f"{type(error).__name__}: {error}"
                 print(f"[{index}/{len(runs)}] failed: {run.name}: {self.errors[run.name]}", flush=True)
@@ -138,7 +138,7 @@ class LocalLauncher(Launcher):
             env["CUDA_VISIBLE_DEVICES"] = slot
         else:  # N processes on the CPU: share its cores instead of each starting a thread per core
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.slots))))
-        log = open(folder / f"{run.name}.log", "a")
+        log = open(folder / f"{run.name}.log", "a")  # noqa: SIM115  closed when the run ends (see _parallel)
         # A session of its own: Ctrl-C reaches this process only, which stops each run once (a second signal to a
         # run aborts it without a checkpoint).
         process = subprocess.Popen([sys.executable, "-m", "distillers.launchers", str(config_path)],

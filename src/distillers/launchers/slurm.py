@@ -9,7 +9,9 @@ queued or running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import io
 import re
 import subprocess
 import time
@@ -98,13 +100,16 @@ class SlurmLauncher(Launcher):
         self._executor = self.executor(out)
 
     def launch(self, runs: list[PlannedRun], out: Path) -> dict[str, str]:
+        from submitit.core.utils import FailedJobError
+
         from distillers.launchers.job import RunJob
 
         try:
-            self.jobs = self._executor.map_array(RunJob(), [run.cfg for run in runs])
-        except Exception as error:  # sbatch refused (bad partition, account, limits): its message, one line
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's error; it is raised below
+                self.jobs = self._executor.map_array(RunJob(), [run.cfg for run in runs])
+        except FailedJobError as error:  # sbatch refused (bad partition, account, limits): its message, one line
             lines = [line for line in str(error).splitlines() if line.strip()]
-            raise UserError(f"SLURM refused the jobs: {lines[-1] if lines else type(error).__name__}") from None
+            raise UserError(f"SLURM refused the jobs: {lines[-1] if lines else 'no reason given'}") from None
         self.runs = runs
         ids = [job.job_id for job in self.jobs]
         array = ids[0].split("_")[0]
@@ -150,7 +155,7 @@ class SlurmLauncher(Launcher):
         """squeue's state of each of this user's jobs it still knows, by job id (``123_4`` for array tasks)."""
         try:
             result = subprocess.run(["squeue", "--user", getpass.getuser(), "--noheader", "--array", "--states=all",
-                                     "--format=%i|%T"], capture_output=True, text=True, timeout=60)
+                                     "--format=%i|%T"], capture_output=True, text=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return None
         if result.returncode != 0:
