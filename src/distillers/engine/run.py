@@ -10,6 +10,7 @@ same code in every process torchrun starts (``docs/distributed.md``): rank 0 alo
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import sys
 import time
@@ -114,51 +115,41 @@ def run_facts(cfg: RunConfig, node: DistInfo, base_lr: float, lr: float) -> dict
 
 def run(cfg: RunConfig, build: Callable[[RunConfig, DistInfo, torch.device], Job]) -> dict[str, Any]:
     """Build the task's job and run it; a stop signal before training ends the run at once (exit 130/143)."""
-    created: list[Path] = []
+    opened: list[tuple[Path, bool]] = []  # the run directory, and whether this run created it
     try:
         with stop_at_once(), process_group(cfg.device) as (node, device):
             cfg.validate()
             job = build(cfg, node, device)
-            return _run_job(job, node, device, created)
+            return _run_job(job, node, device, opened)
     except EarlyStop as stop:
-        where = _discard_unstarted(created)
+        where = _discard_unstarted(opened)
         raise RunInterrupted(f"interrupted by {stop} before training started; {where}", str(stop),
                              SIGNAL_EXIT.get(stop.signum, 2)) from None
 
 
-def _discard_unstarted(created: list[Path]) -> str:
+def _discard_unstarted(opened: list[tuple[Path, bool]]) -> str:
     """A run directory this run created and never checkpointed is removed: nothing in it could be resumed."""
-    for run_dir in created:
-        if run_dir.exists() and not (run_dir / LAST).exists():
+    for run_dir, created in opened:
+        if created and run_dir.exists() and not (run_dir / LAST).exists():
             shutil.rmtree(run_dir, ignore_errors=True)
             return f"its run directory {run_dir} was removed (nothing to resume)"
-        return f"{run_dir} is left as it was; resume with --resume"
+        return f"{run_dir} holds the last checkpoint; resume with the same command plus --resume"
     return "nothing was written"
 
 
-def _run_job(job: Job, node: DistInfo, device: torch.device, created: list[Path]) -> dict[str, Any]:
+def _run_job(job: Job, node: DistInfo, device: torch.device, opened: list[tuple[Path, bool]]) -> dict[str, Any]:
     cfg = job.cfg
     run_dir, resume = distributed.on_main(lambda: open_run(cfg, job.name))
-    if not cfg.resume:
-        created.append(run_dir)
+    opened.append((run_dir, not cfg.resume))
     if resume is not None:  # a checkpoint that does not fit is refused before anything is written
         restore_modules(resume, job.state, str(run_dir / LAST), job.arch)
     logger = write_start(cfg, job.name, run_dir, resume, node, device, job.facts)
     for line in [decay_note(cfg), *job.logs]:
         if line:
             logger.info(line)
-    for stage in job.stages:
-        stage.objective.to(device)
-    job.eval_model.to(device)
-    from distillers.tasks import speed  # the fast path's choices (data path, autocast, channels-last, compile)
-
-    speed.prepare(job.fast_models, cfg, device)
-    loop = Loop(eval_model=job.eval_model, train_loader=None, test_loader=None, device=device, logger=logger,
-                checkpoint_payload=lambda: _payload(job), seed=cfg.seed, max_steps=cfg.max_steps_per_epoch,
-                autocast=speed.autocast_factory(cfg, device), find_unused_parameters=True)
-    loop.train_loader, loop.test_loader = _loaders(cfg, job, device, node)
     started = time.perf_counter()
-    try:
+    try:  # from here on, whatever ends the run is recorded in summary.json (and closes the trackers)
+        loop = _prepare_loop(job, logger, device, node)
         result = {**_baseline(job, loop, resume, node), **_train_stages(job, loop, resume, node)}
     except BaseException as error:
         _record_failure(logger, run_dir, error)
@@ -169,6 +160,22 @@ def _run_job(job: Job, node: DistInfo, device: torch.device, created: list[Path]
     if node.is_main:
         print(finish_line(job.label, run_dir, summary), file=sys.stdout, flush=True)
     return summary
+
+
+def _prepare_loop(job: Job, logger: RunLogger, device: torch.device, node: DistInfo) -> Loop:
+    """Models on the device with the fast path's choices (channels-last, compile, autocast), and the loaders."""
+    from distillers.tasks import speed
+
+    cfg = job.cfg
+    for stage in job.stages:
+        stage.objective.to(device)
+    job.eval_model.to(device)
+    speed.prepare(job.fast_models, cfg, device)
+    train, test = _loaders(cfg, job, device, node)
+    return Loop(eval_model=job.eval_model, train_loader=train, test_loader=test, device=device, logger=logger,
+                checkpoint_payload=functools.partial(_payload, job), seed=cfg.seed,
+                max_steps=cfg.max_steps_per_epoch, autocast=speed.autocast_factory(cfg, device),
+                find_unused_parameters=True)
 
 
 def _payload(job: Job) -> dict[str, Any]:
@@ -231,7 +238,9 @@ def _record_failure(logger: RunLogger, run_dir: Path, error: BaseException) -> N
         record_end(logger, status="interrupted", reason=f"stopped by {error}")
         raise RunInterrupted(f"interrupted by {error}; checkpoint saved in {run_dir / LAST}; resume with the same "
                              f"command plus --resume", str(error)) from None
-    if isinstance(error, KeyboardInterrupt):  # a second signal: stopped at once, last.pt is the previous one
+    if isinstance(error, EarlyStop):  # before the loop: ``run`` removes a directory with nothing to resume
+        record_end(logger, status="interrupted", reason=f"stopped by {error} before training started")
+    elif isinstance(error, KeyboardInterrupt):  # a second signal: stopped at once, last.pt is the previous one
         record_end(logger, status="interrupted", reason="stopped by a second signal")
     elif isinstance(error, NonFiniteLoss):  # the trainer already recorded where the loss broke
         record_end(logger)
