@@ -89,9 +89,9 @@ class LocalLauncher(Launcher):
             try:
                 run_task(run.cfg)
             except RunInterrupted as stop:
-                raise UserError(f"sweep interrupted by {stop.signal} during {run.name} (its checkpoint is saved); "
-                                f"run the same sweep command again to go on: finished runs are skipped, this one "
-                                f"resumes") from None
+                raise interrupted(f"sweep interrupted by {stop.signal} during {run.name} (its checkpoint is saved); "
+                                  f"run the same sweep command again to go on: finished runs are skipped, this one "
+                                  f"resumes", stop.exit_code) from None
             except UserError as error:
                 self.errors[run.name] = str(error)
                 print(f"[{index}/{len(runs)}] failed: {run.name}: {error}", flush=True)
@@ -125,8 +125,9 @@ class LocalLauncher(Launcher):
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             _stop_all(running)
-            raise UserError(f"sweep interrupted: {len(running)} running run(s) stopped at a checkpoint; run the same "
-                            f"sweep command again to go on (finished runs are skipped, the others resume)") from None
+            raise interrupted(f"sweep interrupted: {len(running)} running run(s) stopped at a checkpoint; run the "
+                              f"same sweep command again to go on (finished runs are skipped, the others resume)",
+                              130) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
@@ -152,6 +153,13 @@ class LocalLauncher(Launcher):
             print(f"[{index}/{total}] {state}: {run.name}: {self.errors[run.name]}", flush=True)
         else:
             print(f"[{index}/{total}] finished: {run.name}", flush=True)
+
+
+def interrupted(message: str, exit_code: int) -> UserError:
+    """The sweep's one line after a stop signal, with the shell's exit code for it (130 for Ctrl-C)."""
+    error = UserError(message)
+    error.exit_code = exit_code
+    return error
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
