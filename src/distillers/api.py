@@ -28,7 +28,7 @@ from distillers.config import MethodOptions
 from distillers.errors import UserError
 from distillers.methods import METHODS, Method, Pair, Step, Weights
 from distillers.models.external import ExternalModel, wrap_timm, wrap_torchvision
-from distillers.models.sources import check_method
+from distillers.models.sources import check_method, own_preprocessing
 from distillers.objective import Distillation, InitStage
 
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(MethodOptions)} - {"extra"}
@@ -83,16 +83,22 @@ class Distiller(nn.Module):
 
     ``method`` is a registered name (``distillers list methods``) or a ``Method`` subclass. ``options`` are the
     shared hyper-parameters (``feat_dim``, ``nce_k``, ``hint_layer``, ...) and the method's own ``--method-opt``
-    keys. ``num_data`` (the training-set size) is needed by CRD's memory bank. The teacher is frozen.
+    keys. ``num_data`` (the training-set size) is needed by CRD's memory bank. The teacher is frozen. With
+    ``data_mean``/``data_std`` (the normalisation of your batches) a timm/torchvision teacher sees its own
+    normalisation of them, resized to ``teacher_input_size`` when given.
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, method: str | type[Method], *,
                  gamma: float | None = None, alpha: float | None = None, beta: float | None = None,
                  kd_T: float | None = None, num_data: int | None = None, num_classes: int | None = None,
-                 input_size: int = 32, **options: Any) -> None:
+                 input_size: int = 32, data_mean: tuple[float, ...] | None = None,
+                 data_std: tuple[float, ...] | None = None, teacher_input_size: int | None = None,
+                 **options: Any) -> None:
         super().__init__()
         method_cls = METHODS.get(method) if isinstance(method, str) else method
         teacher, student = as_distillable(teacher, input_size), as_distillable(student, input_size)
+        if data_mean is not None and data_std is not None:  # the teacher gets its own normalisation (and size)
+            teacher = own_preprocessing(teacher, tuple(data_mean), tuple(data_std), teacher_input_size)
         shared = {key: options.pop(key) for key in list(options) if key in _OPTION_FIELDS}
         opts = MethodOptions(**shared, kd_T=MethodOptions.kd_T if kd_T is None else kd_T)
         resolve = getattr(method_cls, "resolve_options", None)

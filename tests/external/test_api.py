@@ -68,3 +68,26 @@ def test_training_loop_with_crd_memory() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(memory_before, distiller.method.buffers()))  # memory updated
     assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
     assert not any(key.startswith(("student.", "teacher.")) for key in distiller.state_dict())
+
+
+def test_teacher_gets_its_own_normalisation_and_size() -> None:
+    """A ViT teacher (mean/std 0.5) under ImageNet-normalised batches: its input is timm's ``normalize_input`` of
+    the batch, resized to its own 48 px; features are declared at the size it sees."""
+    from timm.task.distillation import DistillationTeacher
+
+    torch.manual_seed(3)
+    teacher = timm.create_model("vit_tiny_patch16_224", img_size=48, patch_size=8, depth=1, num_classes=5).eval()
+    student = timm.create_model("resnet18", num_classes=5)
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    distiller = distillers.Distiller(teacher, student, "kd", data_mean=imagenet[0], data_std=imagenet[1],
+                                     teacher_input_size=48).train()
+    images = torch.randn(2, 3, 32, 32)
+    reference = DistillationTeacher(teacher).normalize_input(
+        images, torch.tensor(imagenet[0]).view(1, 3, 1, 1), torch.tensor(imagenet[1]).view(1, 3, 1, 1))
+    resized = torch.nn.functional.interpolate(reference, size=(48, 48), mode="bilinear", antialias=True)
+    assert torch.allclose(distiller.teacher.adapt(images), resized, atol=1e-5)
+    feats, logits = distiller.teacher(images, is_feat=True)
+    assert torch.allclose(logits, teacher(resized), atol=1e-5)
+    assert feats[0].shape[1:] == distillers.models.feature_shapes(distiller.teacher, 32)[0] == (192, 6, 6)
+    loss, terms = distiller(images, torch.tensor([0, 1]))
+    assert torch.isfinite(loss) and set(terms) == {"ce", "kl"}

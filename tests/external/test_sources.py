@@ -97,3 +97,20 @@ def test_refusals_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         with pytest.raises(UserError) as error:
             call()
         assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_foreign_teachers_get_their_own_normalisation(tmp_path: Path) -> None:
+    """A plain timm file was trained on timm's normalisation (ViT: 0.5/0.5); our checkpoint on the data's."""
+    from distillers.models.external import Preprocessed
+
+    name = "timm:vit_tiny_patch16_224,patch_size=4,depth=1,img_size=32"
+    vit, _ = sources.create(name, 3)
+    torch.save(vit.state_dict(), tmp_path / "plain.pth")
+    torch.save({"model": vit.state_dict(), "arch": name}, tmp_path / "ours.pt")
+    data = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    foreign = sources.own_preprocessing(sources.load_teacher(tmp_path / "plain.pth", name, 3)[0], *data)
+    ours = sources.own_preprocessing(sources.load_teacher(tmp_path / "ours.pt", name, 3)[0], *data)
+    assert isinstance(foreign, Preprocessed) and not isinstance(ours, Preprocessed)
+    assert torch.allclose(foreign.adapt(X), (X * torch.tensor(data[1]).view(1, 3, 1, 1)
+                                             + torch.tensor(data[0]).view(1, 3, 1, 1) - 0.5) / 0.5, atol=1e-6)
+    assert list(foreign.state_dict()) == list(vit.state_dict())

@@ -21,9 +21,11 @@ and our checkpoints of external models load back into the library's model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillers.errors import UserError
@@ -59,8 +61,8 @@ class ExternalModel(nn.Module):
         self.classifier_name, self.embedding_node = classifier_name, embedding_node
         self.mean, self.std, self.input_size = tuple(mean), tuple(std), input_size
         self._fx: nn.Module | None = None
-        self.register_state_dict_post_hook(_drop_prefix)
-        self.register_load_state_dict_pre_hook(_add_prefix)
+        self.register_state_dict_post_hook(_drop_prefix_of("net."))
+        self.register_load_state_dict_pre_hook(_add_prefix_of("net."))
 
     def __getstate__(self) -> dict[str, Any]:  # copies and pickles rebuild the FX graph on their own network
         return {**self.__dict__, "_fx": None}
@@ -106,19 +108,6 @@ class ExternalModel(nn.Module):
 
     def get_bn_before_relu(self) -> list[nn.Module]:
         raise NotImplementedError(f"{self.name} declares no BN-before-ReLU layers")
-
-
-def _drop_prefix(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
-    """State-dict post hook: ``<prefix>net.key`` -> ``<prefix>key`` (the network's own names)."""
-    inner = prefix + "net."
-    for key in [k for k in state if k.startswith(inner)]:
-        state[prefix + key[len(inner):]] = state.pop(key)
-
-
-def _add_prefix(module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
-    """Load pre hook: the network's own names -> ``<prefix>net.key``, so plain library state dicts load."""
-    for key in [k for k in state if k.startswith(prefix) and not k.startswith(prefix + "net.")]:
-        state[prefix + "net." + key[len(prefix):]] = state.pop(key)
 
 
 def wrap_timm(net: nn.Module, name: str, input_size: int | None) -> ExternalModel:
@@ -201,3 +190,65 @@ def wrap_torchvision(net: nn.Module, name: str, input_size: int) -> ExternalMode
     infos.append(FeatureInfo(classifier.in_features, None))
     return ExternalModel(net, name, "torchvision", chosen, infos, classifier_name,
                          _embedding_node(net, classifier_name), IMAGENET_MEAN, IMAGENET_STD, input_size)
+
+
+@dataclass(frozen=True)
+class SizedFeatureInfo(FeatureInfo):
+    """A feature entry of a model that always sees ``model_size`` pixels (its input is resized to that)."""
+
+    model_size: int = 0
+
+    def shape(self, input_size: int) -> tuple[int, ...]:
+        return super().shape(self.model_size)
+
+
+class Preprocessed(nn.Module):
+    """A model fed its own normalisation (and size) of the batch normalised for the data: ``x`` is mapped back to
+    pixels with the data's statistics, then normalised with the model's and resized (bilinear, antialiased) when
+    ``size`` differs from the batch's, as timm's ``DistillationTeacher.normalize_input`` does for a teacher. The
+    state dict is the inner model's; ``feature_info`` follows the size it sees."""
+
+    def __init__(self, model: nn.Module, data_mean: tuple[float, ...], data_std: tuple[float, ...],
+                 size: int | None = None) -> None:
+        super().__init__()
+        self.model, self.size = model, size
+        data_mean_t, data_std_t = torch.tensor(data_mean).view(1, -1, 1, 1), torch.tensor(data_std).view(1, -1, 1, 1)
+        mean, std = torch.tensor(model.mean).view(1, -1, 1, 1), torch.tensor(model.std).view(1, -1, 1, 1)
+        # x_model = (x * data_std + data_mean - mean) / std = x * scale + shift
+        self.register_buffer("scale", data_std_t / std, persistent=False)
+        self.register_buffer("shift", (data_mean_t - mean) / std, persistent=False)
+        infos = model.feature_info
+        self.feature_info = infos if size is None else [SizedFeatureInfo(i.channels, i.reduction, size) for i in infos]
+        self.name = getattr(model, "name", type(model).__name__)
+        self.preact_available = getattr(model, "preact_available", True)
+        self.register_state_dict_post_hook(_drop_prefix_of("model."))
+        self.register_load_state_dict_pre_hook(_add_prefix_of("model."))
+
+    def adapt(self, x: Tensor) -> Tensor:
+        x = x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+        if self.size is not None and x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def forward(self, x: Tensor, is_feat: bool = False, preact: bool = False) -> Any:
+        return self.model(self.adapt(x), is_feat=is_feat, preact=preact)
+
+    def get_feat_modules(self) -> nn.ModuleList:
+        return self.model.get_feat_modules()
+
+    def get_bn_before_relu(self) -> list[nn.Module]:
+        return self.model.get_bn_before_relu()
+
+
+def _drop_prefix_of(inner: str) -> Any:
+    def hook(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+        for key in [k for k in state if k.startswith(prefix + inner)]:
+            state[prefix + key[len(prefix + inner):]] = state.pop(key)
+    return hook
+
+
+def _add_prefix_of(inner: str) -> Any:
+    def hook(module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        for key in [k for k in state if k.startswith(prefix) and not k.startswith(prefix + inner)]:
+            state[prefix + inner + key[len(prefix):]] = state.pop(key)
+    return hook

@@ -22,6 +22,7 @@ from distillers.errors import UserError
 from distillers.models.external import ExternalModel, wrap_timm, wrap_torchvision
 
 SOURCES = ("timm", "torchvision")
+OURS = "__distillers_checkpoint__"  # marks, inside ``read_state``, a state dict that came from our checkpoint
 
 
 def is_external_name(name: str | None) -> bool:
@@ -149,6 +150,8 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
 
         load_checkpoint(path)  # raises the one-line reason (refused pickle, damaged file, not a checkpoint)
         raise
+    if isinstance(blob, dict) and isinstance(blob.get("arch"), str) and isinstance(blob.get("model"), dict):
+        blob["model"][OURS] = torch.zeros(())  # trained by distillers on the data's normalisation (popped below)
     for key in ("model", "state_dict", "state_dict_ema"):
         if isinstance(blob, dict) and isinstance(blob.get(key), dict):
             blob = blob[key]
@@ -197,7 +200,9 @@ def build(name: str, num_classes: int, role: str, weights_file: str | Path | Non
         check_head(model, getattr(model, "pretrained_classes", _timm_pretrained_classes(name)), num_classes,
                    f"the pretrained weights of {name}", role, reset_head)
     if weights_file is not None:
-        load_into(model, read_state(weights_file), num_classes, str(weights_file), role, reset_head)
+        state = read_state(weights_file)
+        model.trained_here = state.pop(OURS, None) is not None
+        load_into(model, state, num_classes, str(weights_file), role, reset_head)
     return model, full_name
 
 
@@ -248,6 +253,7 @@ def external_from_state(name: str, state: dict[str, torch.Tensor], num_classes: 
     head must match the data's classes)."""
     model, _ = create(name, num_classes)
     load_into(model, state, num_classes, source, "teacher")
+    model.trained_here = True  # only our checkpoints record an external arch
     return model
 
 
@@ -262,3 +268,19 @@ def external_student(cfg: Any, info: Any) -> tuple[ExternalModel, str]:
     """The run's external student (``--student-weights``, ``--pretrained student|both``, ``--reset-head``)."""
     return create_student(cfg.student, info.num_classes, cfg.student_weights, cfg.pretrained in ("student", "both"),
                           cfg.reset_head, info.input_size)
+
+
+def own_preprocessing(teacher: nn.Module, data_mean: tuple[float, ...], data_std: tuple[float, ...],
+                      size: int | None = None) -> nn.Module:
+    """An external teacher with foreign weights (the hub's, or a file distillers did not write) fed its own
+    normalisation (its pretrained config's, as timm's distillation does) and, with ``size``, its own resolution,
+    from the batch normalised for the data. Other teachers, and one whose statistics equal the data's at the same
+    size, are returned as they are."""
+    from distillers.models.external import Preprocessed
+
+    if not isinstance(teacher, ExternalModel) or getattr(teacher, "trained_here", False):
+        return teacher  # a teacher we trained saw the data's normalisation
+    same = tuple(teacher.mean) == tuple(data_mean) and tuple(teacher.std) == tuple(data_std)
+    if same and size is None:
+        return teacher
+    return Preprocessed(teacher, data_mean, data_std, size)
