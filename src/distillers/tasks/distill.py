@@ -21,7 +21,8 @@ from distillers.methods import METHODS, Pair, Weights
 from distillers.methods.base import Method
 from distillers.data.imagefolder import class_names
 from distillers.models import canonical_name, create_model, default_lr
-from distillers.models.sources import check_method, external_student, external_teacher, is_external_name
+from distillers.models.sources import (check_method, external_student, external_teacher, is_external_name,
+                                       own_preprocessing)
 from distillers.objective import Distillation, InitStage
 from distillers.rundir import distill_run_name
 from distillers.tasks.evaluate import load_model
@@ -90,6 +91,7 @@ def distill_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
         train_set.seed = int(np.random.SeedSequence([train_set.seed, node.rank]).generate_state(1)[0])
     teacher, teacher_name = external_teacher(cfg, info) if is_external_name(cfg.teacher) else \
         load_model(cfg.teacher_path, cfg.teacher, info.num_classes, "--teacher-arch")[:2]
+    teacher = own_preprocessing(teacher, info.mean, info.std)  # an external teacher's own normalisation
     seed_everything(cfg.seed)  # the student's and the method's initial weights follow --seed
     student, student_name = external_student(cfg, info) if is_external_name(student_name) else \
         (create_model(student_name, info.num_classes), student_name)
