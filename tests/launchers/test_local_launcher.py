@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -119,3 +123,33 @@ def test_gpus_one_run_per_gpu_at_a_time(tmp_path, monkeypatch):
 def test_bad_sweep_flags_are_one_line_errors(tmp_path, capsys, argv, message):
     code, _, err = sweep(capsys, "--pairs", f"{TEACHER}:resnet8", "--methods", "kd", "--out", tmp_path / "r", *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_parallel_runs_at_a_checkpoint_and_the_same_command_resumes(tmp_path, capsys, tiny_cifar,
+                                                                                 teacher_dir):
+    """The runs have sessions of their own: the sweep forwards one SIGTERM to each, they checkpoint, and the same
+    sweep command resumes them; every epoch ends up in metrics.jsonl once."""
+    out, epochs = tmp_path / "runs", 8
+    argv = ["sweep", "--launcher", "local", "--parallel", "2", "--pairs", f"{TEACHER}:resnet8", "--methods", "kd",
+            "--trials", "2", "--teacher-dir", str(teacher_dir), "--out", str(out), "--", "--epochs", str(epochs),
+            "--max-steps-per-epoch", "4", "--data-dir", str(tiny_cifar.root), *TINY]
+    sweep_process = subprocess.Popen([sys.executable, "-m", "distillers", *argv], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+    metrics = [out / kd_run(TEACHER, trial) / "metrics.jsonl" for trial in (1, 2)]
+    deadline = time.monotonic() + 300
+    while not all(path.exists() and read_jsonl(path) for path in metrics):
+        assert time.monotonic() < deadline and sweep_process.poll() is None, "the runs never reached an epoch"
+        time.sleep(0.1)
+    sweep_process.send_signal(signal.SIGINT)
+    _, err = sweep_process.communicate(timeout=300)
+    assert sweep_process.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("distillers: error: sweep interrupted: 2 running run(s)")
+    for path in metrics:
+        summary = json.loads((path.parent / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and (path.parent / "last.pt").exists()
+    code, text, _ = sweep(capsys, *argv[1:])
+    assert code == 0 and text.count("] resume: ") == 2
+    for path in metrics:
+        assert [record["epoch"] for record in read_jsonl(path)] == list(range(1, epochs + 1))
+        assert json.loads((path.parent / "summary.json").read_text())["status"] == "finished"
