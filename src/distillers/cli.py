@@ -155,6 +155,8 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
                        default=None, help="download the library's published weights (default: the teacher's)")
     group.add_argument("--reset-head", action="store_true",
                        help="give a student whose weights have another class count a new head")
+    group.add_argument("--teacher-weighting", default="mean", metavar="mean|W1,W2,...",
+                       help="several teachers: average their logits, or weigh them (one weight per --teacher)")
     group.add_argument("--input-size", type=positive_int, default=None,
                        help="image side the models see (--dataset imagefolder; default 32)")
 
@@ -197,9 +199,11 @@ def run_config(args: argparse.Namespace, task: str) -> RunConfig:
         if hasattr(args, key):
             setattr(cfg, key, getattr(args, key))
     for key in ("teacher_path", "student_path", "teacher_weights", "student_weights", "pretrained", "reset_head",
-                "input_size"):
+                "input_size", "teacher_weighting"):
         if hasattr(args, key):
             setattr(cfg, key, getattr(args, key))
+    if isinstance(cfg.teacher_path, list):  # --teacher repeated: the first, then the others
+        cfg.teacher_path, cfg.extra_teachers = cfg.teacher_path[0], tuple(cfg.teacher_path[1:])
     if hasattr(args, "kd_T"):
         cfg.method_options = MethodOptions(
             kd_T=args.kd_T, feat_dim=args.feat_dim, nce_k=args.nce_k, nce_t=args.nce_t, nce_m=args.nce_m,
@@ -384,9 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dist = add("distill", cmd_run, "distil a student from a trained teacher", EPILOG_DISTILL)
     dist.set_defaults(task="distill")
-    dist.add_argument("--teacher", "--path-t", "--path_t", dest="teacher_path", default=None,
+    dist.add_argument("--teacher", "--path-t", "--path_t", dest="teacher_path", default=None, action="append",
                       help="teacher checkpoint (ours, RepDistiller's ckpt_epoch_240.pth, or a timm/torchvision "
-                           "state dict with --teacher-arch timm:NAME)")
+                           "state dict with --teacher-arch timm:NAME); repeat it for several teachers (logit "
+                           "methods; later ones as FILE or ARCH=FILE)")
     dist.add_argument("--teacher-arch", dest="teacher", default=None,
                       help="teacher architecture when the checkpoint does not record it (zoo name, timm:NAME or "
                            "torchvision:NAME)")

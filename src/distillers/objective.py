@@ -22,6 +22,26 @@ def features(model: nn.Module, images: Tensor, preact: bool) -> tuple[list[Tenso
     return list(feats), logits
 
 
+class TeacherEnsemble(nn.Module):
+    """Several frozen teachers as one: logits averaged, or weighted by ``weights`` (normalised to sum 1).
+
+    For the logit methods (``Method.teacher_features`` False): its feature forward gives no features, only the
+    combined logits, so a method that reads teacher features is refused before training instead."""
+
+    def __init__(self, teachers: list[nn.Module], names: list[str], weights: list[float] | None = None) -> None:
+        super().__init__()
+        self.teachers = nn.ModuleList(teachers)
+        self.name = "+".join(names)
+        weights = weights or [1.0] * len(teachers)
+        self.register_buffer("weights", torch.tensor(weights) / sum(weights), persistent=False)
+        self.feature_info: list = []
+        self.preact_available = True  # no features at all: the logit methods ask for none
+
+    def forward(self, x: Tensor, is_feat: bool = False, preact: bool = False) -> Tensor | tuple[list[Tensor], Tensor]:
+        logits = sum(w.to(x.dtype) * teacher(x) for w, teacher in zip(self.weights, self.teachers))
+        return ([], logits) if is_feat else logits
+
+
 class Supervised(nn.Module):
     """Plain cross-entropy training (teacher training, linear probes)."""
 

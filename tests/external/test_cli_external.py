@@ -74,3 +74,31 @@ def test_vit_student_with_fitnet_and_refused_ab(folder: Path, capsys: pytest.Cap
     code, text = run(capsys, "distill", *common, "--method", "ab", "--name", "ab")
     assert code == 2 and "pre-activation" in text and len(text.strip().splitlines()) == 1
     assert not (folder / "vit" / "ab").exists()
+
+
+@pytest.mark.slow
+def test_several_teachers_for_logit_methods(folder: Path, capsys: pytest.CaptureFixture) -> None:
+    torch.manual_seed(1)
+    torch.save(timm.create_model("mobilenetv3_small_050", num_classes=3).state_dict(), folder / "T2.pth")
+    common = ["--teacher", folder / "T.pth", "--teacher-arch", "timm:resnet18", "--teacher",
+              f"timm:mobilenetv3_small_050={folder / 'T2.pth'}", "--student", "timm:mobilenetv3_small_050",
+              "--dataset", "imagefolder", "--data-dir", folder / "data", "--out", folder / "ens", *FAST]
+    code, text = run(capsys, "distill", *common, "--method", "dkd", "--teacher-weighting", "3,1", "--name", "dkd")
+    assert code == 0, text
+    config = json.loads((folder / "ens" / "dkd" / "config.json").read_text())
+    assert config["teacher"] == "timm:resnet18+timm:mobilenetv3_small_050"
+    code, text = run(capsys, "distill", *common, "--method", "fitnet", "--name", "fitnet")
+    assert code == 2 and "takes one teacher (got 2)" in text and len(text.strip().splitlines()) == 1
+    code, text = run(capsys, "distill", *common, "--method", "kd", "--teacher-weighting", "1", "--name", "w")
+    assert code == 2 and "2 non-negative comma-separated weights" in text
+
+
+def test_ensemble_weighs_logits() -> None:
+    from distillers.objective import TeacherEnsemble
+
+    first, second = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    ensemble = TeacherEnsemble([first, second], ["a", "b"], [3.0, 1.0])
+    feats, logits = ensemble(x, is_feat=True)
+    assert feats == [] and torch.allclose(logits, 0.75 * first(x) + 0.25 * second(x))
+    assert torch.allclose(TeacherEnsemble([first, second], ["a", "b"])(x), (first(x) + second(x)) / 2)

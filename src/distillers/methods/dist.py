@@ -46,6 +46,7 @@ class DIST(Method):
     """
 
     name = "dist"
+    teacher_features = False  # logits only: works with several teachers
     display_name = "DIST"
     table_rank = 200
     paper = "Knowledge Distillation from A Stronger Teacher (Huang et al., NeurIPS 2022, arXiv 2205.10536)"

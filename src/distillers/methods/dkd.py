@@ -73,6 +73,7 @@ class DKD(LogitOptions, Method):
     """
 
     name = "dkd"
+    teacher_features = False  # logits only: works with several teachers
     display_name = "DKD"
     table_rank = 170
     paper = "Decoupled Knowledge Distillation (Zhao et al., CVPR 2022, arXiv 2203.08679)"

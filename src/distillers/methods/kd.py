@@ -16,6 +16,7 @@ from distillers.methods.base import Method, Step, Weights
 @METHODS.register("kd")
 class KD(Method):
     name = "kd"
+    teacher_features = False  # logits only: works with several teachers
     display_name = "KD"
     table_rank = 10
     paper = "Distilling the Knowledge in a Neural Network (Hinton et al., 2015, arXiv 1503.02531)"

@@ -80,6 +80,7 @@ class KDLS(Standardized, Method):
     """
 
     name = "kd_ls"
+    teacher_features = False  # logits only: works with several teachers
     display_name = "KD+LS"
     table_rank = 220
     paper = LS_PAPER

@@ -90,6 +90,7 @@ class MLKD(LogitOptions, Method):
     """
 
     name = "mlkd"
+    teacher_features = False  # logits only: works with several teachers
     display_name = "MLKD"
     table_rank = 210
     paper = "Multi-level Logit Distillation (Jin, Wang, Lin, CVPR 2023; no arXiv version)"

@@ -284,3 +284,49 @@ def own_preprocessing(teacher: nn.Module, data_mean: tuple[float, ...], data_std
     if same and size is None:
         return teacher
     return Preprocessed(teacher, data_mean, data_std, size)
+
+
+def teacher_spec(spec: str) -> tuple[str | None, str]:
+    """``--teacher FILE`` or ``--teacher ARCH=FILE`` (ARCH a zoo, timm: or torchvision: name) -> ``(arch, file)``."""
+    from distillers.models import MODELS
+
+    arch, sep, path = spec.partition("=")
+    if sep and (is_external_name(arch) or arch in MODELS):
+        return arch, path
+    return None, spec
+
+
+def teacher_weights(weighting: str, count: int) -> list[float] | None:
+    """``--teacher-weighting``: ``mean`` (None) or one non-negative weight per teacher, comma-separated."""
+    if weighting == "mean":
+        return None
+    try:
+        weights = [float(part) for part in weighting.split(",")]
+    except ValueError:
+        weights = []
+    if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+        raise UserError(f"--teacher-weighting {weighting!r}: give 'mean' or {count} non-negative comma-separated "
+                        f"weights (one per --teacher), not all 0")
+    return weights
+
+
+def several_teachers(cfg: Any, info: Any, method_cls: type, first: nn.Module, first_name: str,
+                     load: Any) -> tuple[list[nn.Module], list[str], list[float] | None]:
+    """The teachers of ``--teacher`` given more than once (``load`` reads a zoo checkpoint: ``load_model``), for the
+    methods that read logits only; a feature method is refused in one line."""
+    count = 1 + len(cfg.extra_teachers)
+    if getattr(method_cls, "teacher_features", True):
+        raise UserError(f"method {method_cls.name!r} reads the teacher's features, so it takes one teacher (got "
+                        f"{count}); several teachers work with the methods that read logits only (kd, dkd, dist, "
+                        f"kd_ls, dkd_ls, mlkd, mlkd_ls)")
+    weights = teacher_weights(cfg.teacher_weighting, count)
+    teachers, names = [first], [first_name]
+    for spec in cfg.extra_teachers:
+        arch, path = teacher_spec(spec)
+        if is_external_name(arch):
+            model, name = load_teacher(path, arch, info.num_classes, input_size=info.input_size)
+        else:
+            model, name = load(path, arch, info.num_classes, "--teacher ARCH=FILE")[:2]
+        teachers.append(own_preprocessing(model, info.mean, info.std))
+        names.append(name)
+    return teachers, names, weights

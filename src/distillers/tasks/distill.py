@@ -22,8 +22,8 @@ from distillers.methods.base import Method
 from distillers.data.imagefolder import class_names
 from distillers.models import canonical_name, create_model, default_lr
 from distillers.models.sources import (check_method, external_student, external_teacher, is_external_name,
-                                       own_preprocessing)
-from distillers.objective import Distillation, InitStage
+                                       own_preprocessing, several_teachers)
+from distillers.objective import Distillation, InitStage, TeacherEnsemble
 from distillers.rundir import distill_run_name
 from distillers.tasks.evaluate import load_model
 from distillers.tasks.registry import TASKS
@@ -92,6 +92,10 @@ def distill_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
     teacher, teacher_name = external_teacher(cfg, info) if is_external_name(cfg.teacher) else \
         load_model(cfg.teacher_path, cfg.teacher, info.num_classes, "--teacher-arch")[:2]
     teacher = own_preprocessing(teacher, info.mean, info.std)  # an external teacher's own normalisation
+    if cfg.extra_teachers:  # --teacher given more than once: logit methods, averaged or weighted logits
+        teachers, names, teacher_weights = several_teachers(cfg, info, method_cls, teacher, teacher_name, load_model)
+        teacher = TeacherEnsemble(teachers, names, teacher_weights)
+        teacher_name = teacher.name
     seed_everything(cfg.seed)  # the student's and the method's initial weights follow --seed
     student, student_name = external_student(cfg, info) if is_external_name(student_name) else \
         (create_model(student_name, info.num_classes), student_name)
