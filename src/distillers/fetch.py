@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from distillers import __version__
+from distillers.engine.checkpoint import describe_load_failure
 from distillers.errors import UserError
 from distillers.models import MODELS
 
@@ -69,8 +70,8 @@ def load_teacher_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError, RuntimeError (not a zip), EOFError...: all mean "not loadable"
-        raise UserError(f"{path} is not a weights-only loadable checkpoint ({_one_line(error)}); "
-                        "a teacher must be a RepDistiller checkpoint saved with torch.save") from error
+        raise UserError(f"{describe_load_failure(Path(path), error)}; a teacher must be a RepDistiller checkpoint "
+                        "saved with torch.save") from error
     model = payload.get("model") if isinstance(payload, dict) else None
     if not isinstance(model, dict) or not model or not all(
             isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in model.items()):

@@ -123,7 +123,7 @@ CASES: dict[str, Case] = {
                                            ("--save-dir", "is a file")),
     "fetch-file-not-a-checkpoint": lambda c: (["fetch-teachers", "resnet56", "--file", str(c.file("t.pth", b"no")),
                                                "--save-dir", "save"], ("could not fetch teacher(s) resnet56",
-                                                                       "not a weights-only loadable checkpoint")),
+                                                                       "t.pth is not a PyTorch checkpoint")),
     # sweep
     "sweep-pair-without-colon": lambda c: (["sweep", "--pairs", "resnet32x4", "--dry-run"],
                                            ("--pairs takes TEACHER:STUDENT",)),

@@ -64,7 +64,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an untrusted file can fail in many ways; none of them may escape as a traceback
-        raise UserError(_load_failure(path, error)) from error
+        raise UserError(describe_load_failure(path, error)) from error
     if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
         return blob
     if isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values()):
@@ -72,8 +72,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     raise UserError(f"{path} is not a model checkpoint: expected a dict with a 'model' state dict")
 
 
-def _load_failure(path: Path, error: Exception) -> str:
+def describe_load_failure(path: Path, error: Exception) -> str:
     """One line saying why ``torch.load`` refused or failed to read ``path``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as read_error:
+        return f"cannot read checkpoint {path}: {read_error.strerror}"
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # neither torch.save's zip format (PyTorch >= 1.6) nor a pickle
+        # (a text file would otherwise read as a pickle whose first byte is an opcode torch refuses)
+        return f"{path} is not a PyTorch checkpoint (neither torch.save's zip format nor its legacy pickle format)"
     text = str(error).strip()
     if "Weights only load failed" in text:
         # torch's text: a generic paragraph, then the reason ("Unsupported global: GLOBAL posix.system ..."),
@@ -83,15 +91,8 @@ def _load_failure(path: Path, error: Exception) -> str:
         detail = " ".join(reasons[0].split())[:160] if reasons else "it references code"
         return (f"refusing to load {path}: it is not a plain weights file and could run code when unpickled "
                 f"({detail}); only load checkpoints from sources you trust, re-saved as plain tensors")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except OSError as read_error:
-        return f"cannot read checkpoint {path}: {read_error.strerror}"
     first = (text.split(". ")[0].splitlines() or [""])[0][:160] or type(error).__name__
-    if head == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip format (PyTorch >= 1.6) or a pickle
-        return f"{path} is a damaged checkpoint (truncated or corrupt: {first}); save or download it again"
-    return f"{path} is not a PyTorch checkpoint (neither torch.save's zip format nor its legacy pickle format)"
+    return f"{path} is a damaged checkpoint (truncated or corrupt: {first}); save or download it again"
 
 
 def architecture_of(path: str | Path, checkpoint: dict[str, Any], names: list[str]) -> str | None:
