@@ -150,6 +150,7 @@ def run_sweep(args: argparse.Namespace, base: RunConfig | None, extra: Sequence[
         jobs = launcher.launch(todo, out)
         if jobs or launcher.errors:
             write_record(out, args.launcher, todo, jobs, launcher.errors)
+        launcher.wait(out)
     if launcher.waited() and out.is_dir():
         print_report(args.out)
     failed = launcher.failed()

@@ -77,6 +77,9 @@ class Launcher:
         """Run or submit ``runs``; returns each run's job id (empty for runs without one)."""
         raise NotImplementedError
 
+    def wait(self, out: Path) -> None:
+        """Return once every launched run has ended (launchers that submit and return at once)."""
+
     def waited(self) -> bool:
         """Whether ``launch`` returned only once every run had ended (then the sweep prints the report)."""
         return True

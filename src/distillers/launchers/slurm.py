@@ -115,9 +115,17 @@ class SlurmLauncher(Launcher):
         array = ids[0].split("_")[0]
         print(f"submitted {len(ids)} run(s) as SLURM job {array} ({ids[0]} .. {ids[-1]}); logs in {out / '.slurm'}")
         print(f"status: distillers sweep --status {out}", flush=True)
-        if self.args.wait:
-            self._wait()
         return {run.name: job.job_id for run, job in zip(runs, self.jobs)}
+
+    def wait(self, out: Path) -> None:
+        if not self.args.wait or not self.jobs:
+            return
+        try:
+            self._wait()
+        except KeyboardInterrupt:
+            error = UserError(f"stopped waiting; the jobs go on (distillers sweep --status {out})")
+            error.exit_code = 130
+            raise error from None
 
     def waited(self) -> bool:
         return bool(self.args.wait)
