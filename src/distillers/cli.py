@@ -338,6 +338,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.json and not os.path.isdir(os.path.dirname(args.json) or "."):  # say so before minutes of timing
         raise UserError(f"--json {args.json}: folder {os.path.dirname(args.json)} does not exist")
+    if args.vs == "timm":  # our KD step beside timm's LogitDistillationTask (bench_timm.py)
+        return _bench_vs_timm(args)
     rows = run_bench(args.pairs, args.methods, args.batch_size, args.steps, args.warmup, args.device, args.data_path,
                      args.amp, args.channels_last, args.compile, args.deterministic, num_images=args.num_images,
                      workers=args.workers,
@@ -346,6 +348,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)
+    return 0
+
+
+def _bench_vs_timm(args: argparse.Namespace) -> int:
+    from distillers.bench_timm import DEFAULT_STUDENT, DEFAULT_TEACHER, bench_vs_timm, format_result
+
+    teacher, _, student = (args.pairs[0] if args.pairs else f"{DEFAULT_TEACHER}:{DEFAULT_STUDENT}").partition(":")
+    result = bench_vs_timm(teacher, student.split(":")[0] or DEFAULT_STUDENT, args.batch_size, steps=args.steps,
+                           warmup=args.warmup, device=args.device)
+    print(format_result(result))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
     return 0
 
 
@@ -536,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed pipeline's DataLoader workers (default 8)")
     bench.add_argument("--nce-k", type=positive_int, default=16384, help="CRD negatives per sample")
     bench.add_argument("--json", default=None, help="also write the rows to this file (for docs/benchmarks.md)")
+    bench.add_argument("--vs", choices=["seed", "timm"], default="seed",
+                       help="timm: our KD step beside timm's LogitDistillationTask (--pairs TIMM_T:TIMM_S)")
     return parser
 
 

@@ -87,14 +87,17 @@ class Distillation(nn.Module):
         """
         images, images_strong = batch["image"], batch.get("image_strong")
         extra = {k: v for k, v in batch.items() if k not in CONSUMED_KEYS}
+        # A method that reads logits only (KD, DKD, DIST, ...) gets no features: plain forwards are cheaper.
+        logits_only = not getattr(self.method, "teacher_features", True)
         with torch.no_grad():
             teacher_preact = self.method.teacher_preact
-            feats_t, logits_t = features(self.teacher, images,
-                                         self.method.preact if teacher_preact is None else teacher_preact)
+            feats_t, logits_t = ([], self.teacher(images)) if logits_only else \
+                features(self.teacher, images, self.method.preact if teacher_preact is None else teacher_preact)
             feats_t = [f.detach() for f in feats_t]
             if images_strong is not None:
                 extra["logits_t_strong"] = self.teacher(images_strong).detach()
-        feats_s, logits_s = features(self.student, images, self.method.preact)
+        feats_s, logits_s = ([], self.student(images)) if logits_only else \
+            features(self.student, images, self.method.preact)
         if images_strong is not None:
             extra["logits_s_strong"] = self.student(images_strong)
         return Step(feats_s=feats_s, feats_t=feats_t, logits_s=logits_s, logits_t=logits_t.detach(),
