@@ -58,9 +58,13 @@ def test_grid_runs_as_a_job_array_and_reports(tmp_path, capsys, slurm, tiny_cifa
     assert sum(line.startswith("finished") for line in text.splitlines()) == 4
 
 
-def test_preempted_job_is_requeued_and_resumes(tmp_path, capsys, slurm, tiny_cifar, teacher_dir):
-    """SIGUSR2 (SLURM's warning before a time limit or a preemption) mid-run: the trainer checkpoints at a step, the
-    job requeues itself through submitit, and the requeued job resumes: every epoch is in metrics.jsonl once."""
+@pytest.mark.parametrize("interrupt", [
+    ["scancel", "--signal=USR2"],  # SLURM's warning before a time limit or a preemption: submitit requeues the job
+    ["scontrol", "requeue"],  # SLURM requeues the job itself (SIGTERM to the run), as PreemptMode=REQUEUE does
+], ids=["usr2", "scontrol-requeue"])
+def test_interrupted_job_is_requeued_and_resumes(tmp_path, capsys, slurm, tiny_cifar, teacher_dir, interrupt):
+    """Mid-run, the trainer checkpoints at a step boundary; the job is requeued and the requeued job resumes from
+    that checkpoint: every epoch is in metrics.jsonl once and the run finishes."""
     out, epochs = tmp_path / "runs", 10  # epochs enough that the signal lands mid-run even on a fast machine
     code, _, err = sweep(capsys, "--launcher", "slurm", "--cpus-per-job", "1", "--time", "10", "--pairs",
                          f"{TEACHER}:resnet8", "--methods", "kd", "--trials", "1", "--teacher-dir", teacher_dir,
@@ -71,7 +75,7 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path, capsys, slurm, tiny_cif
     run_dir, job = out / name, json.loads((out / ".sweep.json").read_text())["runs"][name]["job"]
     metrics = run_dir / "metrics.jsonl"
     wait_for(lambda: metrics.exists() and len(read_jsonl(metrics)) >= 1, 300, "the first epoch", poll_s=0.1)
-    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+    subprocess.run([*interrupt, job], check=True, timeout=30)
     # SLURM holds a requeued job for two minutes (BeginTime); let it start again at once.
     wait_for(lambda: squeue_state(job) == "PENDING", 120, "the job to be requeued")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
@@ -81,7 +85,9 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path, capsys, slurm, tiny_cif
     assert summary["status"] == "finished" and summary["epochs_done"] == epochs
     assert [record["epoch"] for record in read_jsonl(metrics)] == list(range(1, epochs + 1))
     logs = "".join(path.read_text() for path in (out / ".slurm" / job).glob("*_log.*"))
-    assert "Requeued job" in logs and f"resuming {run_dir} from main epoch" in logs
+    assert f"resuming {run_dir} from main epoch" in logs
+    if interrupt[0] == "scancel":
+        assert "Requeued job" in logs  # submitit's checkpoint-and-requeue, after the run saved its checkpoint
 
 
 def test_failed_or_finished_runs_are_not_requeued(tmp_path):
