@@ -63,5 +63,16 @@ def slurm() -> None:
     assert node_state() in ("idle", "mixed", "allocated")
 
 
+def sweep(capsys: pytest.CaptureFixture, *argv: Any) -> tuple[int, str, str]:
+    """``distillers sweep <argv>`` in-process: exit code (argparse's included), stdout, stderr."""
+    capsys.readouterr()
+    try:
+        code = cli.main(["sweep", *map(str, argv)])
+    except SystemExit as stop:  # argparse's errors
+        code = int(stop.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

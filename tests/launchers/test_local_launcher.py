@@ -14,23 +14,12 @@ from typing import ClassVar
 
 import pytest
 
-from distillers import cli
 from distillers.config import RunConfig
 from distillers.launchers.local import LocalLauncher
 from distillers.launchers.registry import PlannedRun
 from distillers.rundir import distill_run_name
 
-from .conftest import TEACHER, TINY, read_jsonl
-
-
-def sweep(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = cli.main(["sweep", *map(str, argv)])
-    except SystemExit as stop:  # argparse's errors
-        code = int(stop.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from .conftest import TEACHER, TINY, read_jsonl, sweep
 
 
 def kd_run(teacher: str, trial: int) -> str:
@@ -53,6 +42,7 @@ def test_sequential_sweep_runs_reports_and_records_status(tmp_path, capsys, tiny
     assert text.splitlines()[0].split()[0] == "finished" and text.splitlines()[-1] == "1 finished"
 
 
+@pytest.mark.slow
 def test_parallel_two_at_a_time_and_a_failure_does_not_stop_the_others(tmp_path, capsys, tiny_cifar, teacher_dir):
     """resnet20's teacher does not exist: its two runs fail, the two resnet14 runs run together and finish."""
     out = tmp_path / "runs"

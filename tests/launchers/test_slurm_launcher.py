@@ -13,8 +13,7 @@ from distillers.config import RunConfig
 from distillers.launchers.job import RunJob
 from distillers.rundir import distill_run_name
 
-from .conftest import TEACHER, TINY, read_jsonl
-from .test_local_launcher import sweep
+from .conftest import TEACHER, TINY, read_jsonl, sweep
 
 pytestmark = pytest.mark.slow
 
