@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from distillers.tasks.quickstart import QuickstartPlan, quickstart
+import pytest
+
+from distillers.errors import UserError
+from distillers.tasks.quickstart import QuickstartPlan, _refuse_foreign_runs, quickstart
 
 
 def test_quickstart_trains_all_four_and_prints_the_measured_table(tmp_path, capsys):
@@ -22,3 +25,15 @@ def test_quickstart_trains_all_four_and_prints_the_measured_table(tmp_path, caps
     config = json.loads((tmp_path / "qs" / "kd_seed0" / "config.json").read_text())
     assert config["dataset"] == "digits" and config["method"] == "kd" and config["trial"] == 1
     assert "quickstart finished in" in printed
+
+
+def test_quickstart_replaces_only_its_own_runs(tmp_path):
+    ours, theirs, broken = (tmp_path / name for name in ("teacher", "kd_seed0", "icd_seed0"))
+    for run, config in ((ours, '{"dataset": "digits"}'), (theirs, '{"dataset": "cifar100"}'), (broken, "{")):
+        run.mkdir()
+        (run / "config.json").write_text(config)
+    (tmp_path / "student_seed0").mkdir()  # empty: nothing to lose
+    _refuse_foreign_runs(tmp_path, ["teacher", "student_seed0", "absent"])
+    for name in ("kd_seed0", "icd_seed0"):
+        with pytest.raises(UserError, match=f"{name} holds something other than a quickstart run"):
+            _refuse_foreign_runs(tmp_path, ["teacher", name])
