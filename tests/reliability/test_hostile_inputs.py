@@ -8,8 +8,8 @@ These go through the real command line (``harness.run``), so they hold whatever 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
