@@ -29,7 +29,7 @@ from distillers.errors import UserError
 from distillers.methods import METHODS, Method, Pair, Step, Weights
 from distillers.models.external import ExternalModel, wrap_timm, wrap_torchvision
 from distillers.models.sources import check_method, own_preprocessing
-from distillers.objective import Distillation, InitStage
+from distillers.objective import Distillation, InitStage, TeacherEnsemble
 
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(MethodOptions)} - {"extra"}
 
@@ -88,17 +88,17 @@ class Distiller(nn.Module):
     normalisation of them, resized to ``teacher_input_size`` when given.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, method: str | type[Method], *,
+    def __init__(self, teacher: nn.Module | list[nn.Module], student: nn.Module, method: str | type[Method], *,
                  gamma: float | None = None, alpha: float | None = None, beta: float | None = None,
                  kd_T: float | None = None, num_data: int | None = None, num_classes: int | None = None,
                  input_size: int = 32, data_mean: tuple[float, ...] | None = None,
                  data_std: tuple[float, ...] | None = None, teacher_input_size: int | None = None,
-                 **options: Any) -> None:
+                 teacher_weights: list[float] | None = None, **options: Any) -> None:
         super().__init__()
         method_cls = METHODS.get(method) if isinstance(method, str) else method
-        teacher, student = as_distillable(teacher, input_size), as_distillable(student, input_size)
-        if data_mean is not None and data_std is not None:  # the teacher gets its own normalisation (and size)
-            teacher = own_preprocessing(teacher, tuple(data_mean), tuple(data_std), teacher_input_size)
+        student = as_distillable(student, input_size)
+        teacher = self._teachers(teacher, method_cls, input_size, data_mean, data_std, teacher_input_size,
+                                 teacher_weights)
         shared = {key: options.pop(key) for key in list(options) if key in _OPTION_FIELDS}
         opts = MethodOptions(**shared, kd_T=MethodOptions.kd_T if kd_T is None else kd_T)
         resolve = getattr(method_cls, "resolve_options", None)
@@ -116,6 +116,24 @@ class Distiller(nn.Module):
         self.weights = Weights(default.gamma if gamma is None else gamma, default.alpha if alpha is None else alpha,
                                default.beta if beta is None else beta)
         self.objective = Distillation(student, teacher, method_cls.build(pair), self.weights, opts.kd_T)
+
+    @staticmethod
+    def _teachers(teacher: nn.Module | list[nn.Module], method_cls: type[Method], input_size: int,
+                  data_mean: Any, data_std: Any, size: int | None, weights: list[float] | None) -> nn.Module:
+        """One teacher, or a list of them for the logit methods (logits averaged, or weighted by ``weights``);
+        each sees its own normalisation of the batch when the batch's is given."""
+        several = isinstance(teacher, (list, tuple))
+        teachers = [as_distillable(t, input_size) for t in (teacher if several else [teacher])]
+        if data_mean is not None and data_std is not None:
+            teachers = [own_preprocessing(t, tuple(data_mean), tuple(data_std), size) for t in teachers]
+        if not several:
+            return teachers[0]
+        if getattr(method_cls, "teacher_features", True):
+            raise UserError(f"method {method_cls.name!r} reads the teacher's features, so it takes one teacher; "
+                            f"several teachers work with the methods that read logits only (kd, dkd, dist, ...)")
+        if weights is not None and len(weights) != len(teachers):
+            raise UserError(f"teacher_weights has {len(weights)} entries for {len(teachers)} teachers")
+        return TeacherEnsemble(teachers, [getattr(t, "name", type(t).__name__) for t in teachers], weights)
 
     @property
     def method(self) -> Method:

@@ -91,3 +91,18 @@ def test_teacher_gets_its_own_normalisation_and_size() -> None:
     assert feats[0].shape[1:] == distillers.models.feature_shapes(distiller.teacher, 32)[0] == (192, 6, 6)
     loss, terms = distiller(images, torch.tensor([0, 1]))
     assert torch.isfinite(loss) and set(terms) == {"ce", "kl"}
+
+
+def test_several_teachers_average_logits() -> None:
+    teacher, student, images, labels = models(4)
+    torch.manual_seed(5)
+    second = timm.create_model("resnet10t", num_classes=5).double().eval()
+    ours = distillers.Distiller([teacher, second], student, "kd", gamma=0, alpha=1, beta=0,
+                                teacher_weights=[1.0, 3.0]).train()
+    loss, _ = ours(images, labels)
+    with torch.no_grad():
+        mixed = 0.25 * teacher(images) + 0.75 * second(images)
+    expected = distillers.methods.kd_loss(student(images), mixed, 4.0)
+    assert abs(loss.item() - expected.item()) < 1e-9
+    with pytest.raises(UserError, match="takes one teacher"):
+        distillers.Distiller([teacher, second], student, "crd", num_data=8)
