@@ -93,8 +93,7 @@ def distill_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
         load_model(cfg.teacher_path, cfg.teacher, info.num_classes, "--teacher-arch")[:2]
     teacher = own_preprocessing(teacher, info.mean, info.std)  # an external teacher's own normalisation
     if cfg.extra_teachers:  # --teacher given more than once: logit methods, averaged or weighted logits
-        teachers, names, teacher_weights = several_teachers(cfg, info, method_cls, teacher, teacher_name, load_model)
-        teacher = TeacherEnsemble(teachers, names, teacher_weights)
+        teacher = TeacherEnsemble(*several_teachers(cfg, info, method_cls, teacher, teacher_name, load_model))
         teacher_name = teacher.name
     seed_everything(cfg.seed)  # the student's and the method's initial weights follow --seed
     student, student_name = external_student(cfg, info) if is_external_name(student_name) else \
