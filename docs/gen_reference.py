@@ -132,6 +132,8 @@ def consumes(cls: type[Method]) -> list[str]:
         facts.append("an initialisation stage before distillation (`--init-epochs`)")
     if getattr(cls, "needs_strong_view", False):
         facts.append("a second, strongly augmented view (`--augment strong`)")
+    if not getattr(cls, "teacher_features", True):
+        facts.append("the teacher's logits only: takes several teachers (`--teacher` repeated)")
     if cls.protocol != "crd":
         facts.append(f"published numbers under protocol `{cls.protocol}` (reports keep them apart)")
     return facts or ["logits and features only"]
