@@ -302,9 +302,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from distillers.tasks.quickstart import quickstart
+    from distillers.tasks.quickstart import QuickstartPlan, quickstart
 
-    quickstart(args.out)
+    plan = QuickstartPlan() if args.seeds is None else QuickstartPlan(seeds=tuple(range(args.seeds)))
+    quickstart(args.out, plan)
     return 0
 
 
@@ -485,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "example:\n  distillers quickstart --out runs/quickstart\n\nNo download and no GPU needed; takes a "
                 "few minutes on 2 CPU cores.")
     quick.add_argument("--out", default="runs/quickstart", help="where the run directories go")
+    quick.add_argument("--seeds", type=positive_int, default=None,
+                       help="seeds per student row (default 2); more seeds, a tighter mean and a longer run")
 
     grid = add("sweep", cmd_sweep, "run (or print) the grid of runs behind the seed's tables, then report",
                "examples:\n  distillers sweep --dry-run                                  (the seed's 13 pairs x 18 rows"

@@ -52,8 +52,8 @@ def quickstart(out: str = "runs/quickstart", plan: QuickstartPlan = QuickstartPl
         alone = run_task(_config(root, f"student_seed{seed}", seed, plan.student_epochs, plan, task="teacher",
                                       model=plan.student))
         rows[f"student {plan.student} alone"].append(alone["last_acc"])
-        for label, method, weights in (("student + KD", "kd", dict(gamma=0.1, alpha=0.9, beta=0.0)),
-                                       ("student + ICD", "icd", dict(gamma=1.0, alpha=0.0, beta=1.0))):
+        for label, method, weights in (("student + KD", "kd", {"gamma": 0.1, "alpha": 0.9, "beta": 0.0}),
+                                       ("student + ICD", "icd", {"gamma": 1.0, "alpha": 0.0, "beta": 1.0})):
             result = run_task(_config(root, f"{method}_seed{seed}", seed, plan.student_epochs, plan, task="distill",
                                      student=plan.student, teacher_path=teacher_path, method=method, **weights))
             rows[label].append(result["last_acc"])
@@ -78,14 +78,34 @@ def _refuse_foreign_runs(root: Path, names: list[str]) -> None:
 
 
 def render(table: list[tuple[str, list[float]]], plan: QuickstartPlan, seconds: float) -> str:
-    lines = ["", f"digits (scikit-learn, 1438 train / 359 test, 32x32), CPU; teacher {plan.teacher_epochs} epochs, "
-                 f"students {plan.student_epochs} epochs x seeds {list(plan.seeds)}; test top-1 (last epoch, teacher: "
-                 f"best checkpoint)",
+    lines = ["", (f"digits (scikit-learn, 1438 train / 359 test, 32x32), CPU; teacher {plan.teacher_epochs} epochs, "
+                  f"students {plan.student_epochs} epochs x seeds {list(plan.seeds)}; test top-1 (last epoch, teacher: "
+                  f"best checkpoint)"),
              f"{'run':28s} {'top-1 %':>8s} {'± std':>7s}  per seed"]
     for label, values in table:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         lines.append(f"{label:28s} {statistics.mean(values):8.2f} {spread:7.2f}  "
                      + " ".join(f"{v:.2f}" for v in values))
+    lines.append(lift_line(table))
     lines.append(f"quickstart finished in {seconds:.0f}s; run directories under the output folder "
                  f"(try `distillers report` on it)")
     return "\n".join(lines)
+
+
+def lift_line(table: list[tuple[str, list[float]]]) -> str:
+    """What the table says about distillation, and whether the seeds' spread is small enough to say it.
+
+    The numbers themselves differ between machines (float rounding of other CPU kernels and thread counts takes a
+    short run elsewhere), so the line compares the lift with the spread measured in this very run.
+    """
+    alone = table[1][1]
+    spread = max((statistics.stdev(values) for _, values in table[1:] if len(values) > 1), default=0.0)
+    lifts = [(label.replace("student + ", ""), statistics.mean(values) - statistics.mean(alone))
+             for label, values in table[2:]]
+    shown = ", ".join(f"{name} {lift:+.2f}" for name, lift in lifts)
+    if not all(lift > spread for _, lift in lifts):
+        return (f"lift over the student alone (points): {shown}; NOT larger than the largest seed std {spread:.2f}: "
+                f"rerun with more --seeds before reading the table")
+    gap = max(lift for _, lift in lifts) - min(lift for _, lift in lifts)
+    order = ("; the methods' order is within that spread: do not read a winner" if gap < spread else "")
+    return f"lift over the student alone (points): {shown}; larger than the largest seed std {spread:.2f}{order}"
