@@ -19,17 +19,18 @@ def cifar100(tmp_path_factory):
 
 
 def test_registry_holds_every_dataset_with_its_facts():
-    assert set(DATASETS.names()) == {"cifar100", "cifar10", "stl10", "tinyimagenet", "digits", "imagenet"}
+    assert set(DATASETS.names()) == {"cifar100", "cifar10", "stl10", "tinyimagenet", "digits", "imagenet",
+                                     "imagefolder"}
     facts = {name: (DATASETS.get(name).num_classes, DATASETS.get(name).input_size) for name in DATASETS}
     assert facts == {"cifar100": (100, 32), "cifar10": (10, 32), "stl10": (10, 32), "tinyimagenet": (200, 32),
-                     "digits": (10, 32), "imagenet": (1000, 224)}
+                     "digits": (10, 32), "imagenet": (1000, 224), "imagefolder": (0, 32)}  # 0: its class folders
     cifar = get_dataset("cifar100")  # DESIGN.md pins the seed's CIFAR-100 normalisation
     assert (cifar.mean, cifar.std) == ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
     for name in DATASETS:
         spec = DATASETS.get(name)
         assert spec.name == name and len(spec.mean) == len(spec.std) == 3 and min(spec.std) > 0
-        # digits ships with scikit-learn; ImageNet's licence means users download it themselves
-        assert spec.download is not None or name in ("digits", "imagenet")
+        # digits ships with scikit-learn; ImageNet's licence means users download it themselves; imagefolder is yours
+        assert spec.download is not None or name in ("digits", "imagenet", "imagefolder")
 
 
 def test_seed_train_transform_is_crop_flip_normalise():

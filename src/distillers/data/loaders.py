@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from distillers.data import transforms
 from distillers.data.base import DATASETS, DatasetSpec
-from distillers.data.imagefolder import with_input_size
 from distillers.data.sampling import ContrastSampler, SampledDataset
 from distillers.engine.sampler import EpochSampler
 from distillers.errors import UserError
@@ -87,6 +86,8 @@ def load_datasets(dataset: str, data_dir: str | Path, *, download: bool = False,
         raise UserError(f"unknown sample kind {sample!r}; choose one of: {', '.join(SAMPLES)}")
     if augment not in AUGMENTS:
         raise UserError(f"unknown --augment {augment!r}; choose one of: {', '.join(AUGMENTS)}")
+    from distillers.data.imagefolder import with_input_size  # here: datasets register in file-name order
+
     spec = with_input_size(get_dataset(dataset), input_size)  # --input-size: folder datasets only
     root = spec.ensure(data_dir, download)
     train, test = spec.read(root, True), spec.read(root, False)
