@@ -102,3 +102,10 @@ def test_ensemble_weighs_logits() -> None:
     feats, logits = ensemble(x, is_feat=True)
     assert feats == [] and torch.allclose(logits, 0.75 * first(x) + 0.25 * second(x))
     assert torch.allclose(TeacherEnsemble([first, second], ["a", "b"])(x), (first(x) + second(x)) / 2)
+
+
+def test_pretrained_needs_an_external_teacher(folder: Path, capsys: pytest.CaptureFixture) -> None:
+    code, text = run(capsys, "distill", "--teacher-arch", "resnet8", "--pretrained", "--student", "resnet8",
+                     "--dataset", "imagefolder", "--data-dir", folder / "data", "--method", "kd",
+                     "--out", folder / "zoo", *FAST)
+    assert code == 2 and "--pretrained downloads timm:/torchvision: models only" in text

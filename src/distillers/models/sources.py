@@ -330,3 +330,14 @@ def several_teachers(cfg: Any, info: Any, method_cls: type, first: nn.Module, fi
         teachers.append(own_preprocessing(model, info.mean, info.std))
         names.append(name)
     return teachers, names, weights
+
+
+def zoo_teacher_file(cfg: Any) -> str:
+    """The checkpoint of a zoo teacher (``--teacher`` or ``--teacher-weights``); the hub serves external models only."""
+    if cfg.teacher_path and cfg.teacher_weights and cfg.teacher_path != cfg.teacher_weights:
+        raise UserError(f"the teacher has two weights files ({cfg.teacher_path} and {cfg.teacher_weights}); pass one")
+    path = cfg.teacher_path or cfg.teacher_weights
+    if path is None:
+        raise UserError(f"--pretrained downloads timm:/torchvision: models only; the teacher "
+                        f"{cfg.teacher or '(architecture not given)'} needs --teacher FILE")
+    return path

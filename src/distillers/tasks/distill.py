@@ -22,7 +22,7 @@ from distillers.methods.base import Method
 from distillers.data.imagefolder import class_names
 from distillers.models import canonical_name, create_model, default_lr
 from distillers.models.sources import (check_method, external_student, external_teacher, is_external_name,
-                                       own_preprocessing, several_teachers)
+                                       own_preprocessing, several_teachers, zoo_teacher_file)
 from distillers.objective import Distillation, InitStage, TeacherEnsemble
 from distillers.rundir import distill_run_name
 from distillers.tasks.evaluate import load_model
@@ -90,7 +90,7 @@ def distill_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
         # CRD's contrast rows are drawn per process from (seed, epoch): each rank its own stream, not rank 0's.
         train_set.seed = int(np.random.SeedSequence([train_set.seed, node.rank]).generate_state(1)[0])
     teacher, teacher_name = external_teacher(cfg, info) if is_external_name(cfg.teacher) else \
-        load_model(cfg.teacher_path, cfg.teacher, info.num_classes, "--teacher-arch")[:2]
+        load_model(zoo_teacher_file(cfg), cfg.teacher, info.num_classes, "--teacher-arch")[:2]
     teacher = own_preprocessing(teacher, info.mean, info.std)  # an external teacher's own normalisation
     if cfg.extra_teachers:  # --teacher given more than once: logit methods, averaged or weighted logits
         teacher = TeacherEnsemble(*several_teachers(cfg, info, method_cls, teacher, teacher_name, load_model))
