@@ -22,6 +22,8 @@ VARIANTS = {  # flags of ours: data path, amp, channels-last
     "cpu workers, fp32, NCHW": ("cpu", "off", "off"),
     "device, bf16, NCHW": ("device", "on", "off"),
     "device, fp32, channels-last": ("device", "off", "on"),
+    "device, bf16, channels-last": ("device", "on", "on"),
+    "cpu workers, fp32, channels-last": ("cpu", "off", "on"),
 }
 
 

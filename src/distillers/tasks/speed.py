@@ -22,7 +22,7 @@ from distillers.errors import UserError
 # ``--data-path auto`` / ``--amp auto`` / ``--channels-last auto`` on CPU: the winners `distillers bench --device
 # cpu` measured for CIFAR-sized data (docs/benchmarks.md, "CPU"). On CUDA auto means device data (when it fits on
 # every rank), bf16 (when the GPU has it natively) and channels-last.
-CPU_AUTO = {"data_path": "device", "amp": False, "channels_last": False}
+CPU_AUTO = {"data_path": "device", "amp": False, "channels_last": True}
 COMPILE_BACKEND = "inductor"  # torch.compile's default; tests swap in a failing backend
 CUBLAS_WORKSPACE = ":4096:8"  # what torch.use_deterministic_algorithms needs for cuBLAS (CUDA >= 10.2)
 
