@@ -71,6 +71,9 @@ def test_vit_student_with_fitnet_and_refused_ab(folder: Path, capsys: pytest.Cap
     checkpoint = torch.load(next((folder / "vit").iterdir()) / "last.pt", weights_only=True)
     assert checkpoint["arch"] == "timm:vit_tiny_patch16_224,patch_size=4,img_size=32"
     assert checkpoint["model"]["pos_embed"].shape == (1, 65, 192)  # 8x8 patches of 4 px plus the class token
+    code, text = run(capsys, "eval", "--ckpt", next((folder / "vit").iterdir()) / "last.pt", "--dataset",
+                     "imagefolder", "--data-dir", folder / "data", "--device", "cpu", "--workers", "0")
+    assert code == 0 and text.startswith("timm:vit_tiny_patch16_224,patch_size=4,img_size=32 on imagefolder: top-1")
     code, text = run(capsys, "distill", *common, "--method", "ab", "--name", "ab")
     assert code == 2 and "pre-activation" in text and len(text.strip().splitlines()) == 1
     assert not (folder / "vit" / "ab").exists()
