@@ -22,7 +22,6 @@ import contextlib
 import gc
 import os
 import platform
-import resource
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -44,6 +43,7 @@ from distillers.errors import UserError
 from distillers.methods import METHODS, Pair
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Distillation
+from distillers.peak_memory import PeakMemory
 from distillers.tasks import speed
 
 NUM_CLASSES = 100
@@ -158,40 +158,6 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class PeakMemory:
-    """Peak memory of one pipeline: CUDA max allocated, or on CPU the main process's peak RSS.
-
-    On Linux the RSS peak is reset through ``/proc/self/clear_refs``; where that fails, the process-lifetime peak
-    is reported and ``kind`` says so. DataLoader workers are separate processes and not counted.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.kind = "cuda max allocated" if device.type == "cuda" else "peak RSS (main process)"
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        try:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")  # resets VmHWM (Linux >= 4.0)
-        except OSError:
-            self.kind = "peak RSS since process start"
-
-    def read_mb(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        try:
-            with open("/proc/self/status") as handle:
-                for line in handle:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
 @dataclass
 class Settings:
     """What every case of one benchmark shares."""
@@ -237,24 +203,28 @@ def _needs(case: Case, options: MethodOptions) -> tuple[bool, bool]:
     return needs_index or needs_contrast, needs_contrast
 
 
-def _contrast(labels: np.ndarray, case: Case, settings: Settings) -> ContrastSampler | None:
-    needs_contrast = _needs(case, settings.options)[1]
-    return ContrastSampler(labels, settings.options.nce_k, settings.options.mode, seed=settings.seed) \
-        if needs_contrast else None
+def _dataset(images: np.ndarray, labels: np.ndarray, case: Case, options: MethodOptions, seed: int
+             ) -> SampledDataset:
+    """CIFAR-style items with PIL transforms, plus the index / contrast rows the method needs."""
+    needs_index, needs_contrast = _needs(case, options)
+    contrast = ContrastSampler(labels, options.nce_k, options.mode, seed=seed) if needs_contrast else None
+    return SampledDataset(ArrayImages(images, labels, train_transform(CIFAR100_MEAN, CIFAR100_STD)), needs_index,
+                          contrast, seed)
 
 
-def _worker_loader(images: np.ndarray, labels: np.ndarray, case: Case, settings: Settings, fast: bool
-                   ) -> DataLoader:
-    """The seed's data path: PIL transforms per image in DataLoader workers (RepDistiller's CIFAR loader).
+class _PerImage(SampledDataset):
+    """The seed draws CRD's contrast rows image by image: no batch fetch (``__getitems__``)."""
 
-    ``fast`` (ours with ``--data-path cpu``) pins memory on CUDA and keeps the workers across epochs.
-    """
-    base = ArrayImages(images, labels, train_transform(CIFAR100_MEAN, CIFAR100_STD))
-    dataset = SampledDataset(base, _needs(case, settings.options)[0], _contrast(labels, case, settings), settings.seed)
+    __getitems__ = None  # type: ignore[assignment]
+
+
+def _worker_loader(images: np.ndarray, labels: np.ndarray, case: Case, settings: Settings) -> DataLoader:
+    """The seed's data path: PIL transforms and contrast rows per image in DataLoader workers (RepDistiller's)."""
+    dataset = _dataset(images, labels, case, settings.options, settings.seed)
+    dataset.__class__ = _PerImage
     # drop_last: every timed step has a full batch (images/s counts steps * batch_size; no recompile on shape)
     return DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=settings.workers,
-                      drop_last=True, pin_memory=fast and settings.device.type == "cuda",
-                      persistent_workers=fast and settings.workers > 0)
+                      drop_last=True)
 
 
 def _run_seed(case: Case, images: np.ndarray, labels: np.ndarray, settings: Settings, memory: PeakMemory
@@ -273,7 +243,7 @@ def _seed_pipeline(case: Case, images: np.ndarray, labels: np.ndarray, settings:
     objective = build_objective(case, len(labels), settings.options, settings.batch_size, settings.seed)
     objective = objective.to(settings.device).train()
     optimizer = make_optimizer(objective, default_lr(case.student), fused=False)
-    batches = endless(_worker_loader(images, labels, case, settings, fast=False))
+    batches = endless(_worker_loader(images, labels, case, settings))
     losses: list[float] = []
 
     def step(batch: dict[str, Tensor]) -> None:
@@ -283,7 +253,7 @@ def _seed_pipeline(case: Case, images: np.ndarray, labels: np.ndarray, settings:
     seconds = _time(step, batches, settings)
     batches.close()  # stops the workers before the next pipeline runs
     peak = memory.read_mb()
-    loader_rate = _loader_rate(_worker_loader(images, labels, case, settings, fast=False), settings)
+    loader_rate = _loader_rate(_worker_loader(images, labels, case, settings), settings)
     timed = losses[settings.warmup:]
     return {"images_per_s": settings.steps * settings.batch_size / seconds, "peak_mb": peak,
             "loss": float(np.mean(timed)), "loader_images_per_s": loader_rate}
@@ -302,10 +272,7 @@ def _ours_loader(case: Case, images: np.ndarray, labels: np.ndarray, cfg: RunCon
 
     ``drop_last`` on the device-resident loader: every timed step has a full batch (images/s = steps * batch).
     """
-    base = ArrayImages(images, labels, train_transform(CIFAR100_MEAN, CIFAR100_STD))
-    settings_contrast = ContrastSampler(labels, cfg.method_options.nce_k, cfg.method_options.mode, seed=cfg.seed) \
-        if _needs(case, cfg.method_options)[1] else None
-    dataset = SampledDataset(base, _needs(case, cfg.method_options)[0], settings_contrast, cfg.seed)
+    dataset = _dataset(images, labels, case, cfg.method_options, cfg.seed)
     default = make_loader(dataset, cfg.batch_size, True, cfg.workers, cfg.seed, device)
     info = DataInfo("synthetic", NUM_CLASSES, len(labels), 0, 32, CIFAR100_MEAN, CIFAR100_STD)
     loader = speed.train_loader(cfg, dataset, info, device, default)
