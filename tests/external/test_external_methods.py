@@ -1,5 +1,5 @@
-"""Every registered method on timm pairs CNN -> CNN, CNN -> ViT and ViT -> CNN: one forward + backward, or a
-one-line refusal before training that names what the pair lacks.
+"""Every registered method on timm pairs CNN -> CNN, CNN -> ViT and ViT -> CNN (and one torchvision pair): one
+forward + backward, or a one-line refusal before training that names what the pair lacks.
 
 Random-init timm models at 32 px: resnet18 (teacher CNN), mobilenetv3_small_050 (student CNN) and a 4-block
 ViT-Tiny with patch 4 (8x8 token maps). Which methods refuse is pinned: AB, OFD and ReviewKD read pre-activation
@@ -21,7 +21,8 @@ from distillers.models import sources
 from distillers.objective import Distillation, InitStage
 
 CNN_T, CNN_S, VIT = "timm:resnet18", "timm:mobilenetv3_small_050", "timm:vit_tiny_patch16_224,patch_size=4,depth=4"
-PAIRS = {"cnn-cnn": (CNN_T, CNN_S), "cnn-vit": (CNN_T, VIT), "vit-cnn": (VIT, CNN_S)}
+PAIRS = {"cnn-cnn": (CNN_T, CNN_S), "cnn-vit": (CNN_T, VIT), "vit-cnn": (VIT, CNN_S),
+         "torchvision": ("torchvision:resnet18", "torchvision:mobilenet_v3_small")}  # FX feature extraction
 NUM_CLASSES, NUM_DATA, NCE_K, BATCH = 5, 16, 8, 3
 OPTIONS = MethodOptions(feat_dim=16, nce_k=NCE_K)
 REFUSED = {"ab": "pre-activation", "ofd": "pre-activation", "reviewkd": "pre-activation",
