@@ -264,7 +264,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         for name in DATASETS.names():
             spec = DATASETS.get(name)
-            print(f"{name:13s} {getattr(spec, 'num_classes', '?')} classes  {getattr(spec, 'description', '')}")
+            count = getattr(spec, "num_classes", "?") or "per-folder"  # 0: one class per folder (imagefolder)
+            print(f"{name:13s} {count} classes  {getattr(spec, 'description', '')}")
     return 0
 
 
