@@ -105,9 +105,10 @@ def create(name: str, num_classes: int, input_size: int = 32, pretrained: bool =
     except TypeError as error:
         raise UserError(f"{name}: the library refused the model options ({' '.join(str(error).split())[:160]})") \
             from error
-    except (OSError, RuntimeError, ValueError) as error:
-        if not pretrained:
-            raise
+    except (OSError, RuntimeError, ValueError, AssertionError) as error:
+        if not pretrained or not isinstance(error, (OSError, RuntimeError, ValueError)):
+            raise UserError(f"{name}: the library could not build it ({type(error).__name__}: "
+                            f"{' '.join(str(error).split())[:160]})") from error
         raise UserError(f"could not fetch the pretrained weights of {name} ({type(error).__name__}: "
                         f"{' '.join(str(error).split())[:120]}); offline, download them elsewhere and pass the file "
                         f"with --teacher-weights FILE (teacher) or --student-weights FILE (student)") from error
