@@ -1,10 +1,10 @@
 """Every registered method on timm pairs CNN -> CNN, CNN -> ViT and ViT -> CNN (and one torchvision pair): one
 forward + backward, or a one-line refusal before training that names what the pair lacks.
 
-Random-init timm models at 32 px: resnet18 (teacher CNN), mobilenetv3_small_050 (student CNN) and a 4-block
-ViT-Tiny with patch 4 (8x8 token maps). Which methods refuse is pinned: AB, OFD and ReviewKD read pre-activation
-stage outputs that timm does not expose; FSP and KD-SVD need equal channel lists; FT's factors are spatial maps,
-constant on the 1x1 last maps these CNNs have at 32 px.
+Random-init timm models at 32 px: resnet18 (teacher CNN), mobilenetv3_small_050 (student CNN), resnet10t and a
+4-block ViT-Tiny with patch 4 (8x8 token maps). Which methods refuse is pinned: AB, OFD and ReviewKD read
+pre-activation stage outputs, which only timm ResNets declare; FSP and KD-SVD need equal channel lists; FT's factors
+are spatial maps, constant on the 1x1 last maps these CNNs have at 32 px.
 """
 
 from __future__ import annotations
@@ -22,12 +22,18 @@ from distillers.objective import Distillation, InitStage
 
 CNN_T, CNN_S, VIT = "timm:resnet18", "timm:mobilenetv3_small_050", "timm:vit_tiny_patch16_224,patch_size=4,depth=4"
 PAIRS = {"cnn-cnn": (CNN_T, CNN_S), "cnn-vit": (CNN_T, VIT), "vit-cnn": (VIT, CNN_S),
+         "resnet-resnet": (CNN_T, "timm:resnet10t"),  # both declare pre-activations: AB, OFD, FSP, KD-SVD run
          "torchvision": ("torchvision:resnet18", "torchvision:mobilenet_v3_small")}  # FX feature extraction
 NUM_CLASSES, NUM_DATA, NCE_K, BATCH = 5, 16, 8, 3
 OPTIONS = MethodOptions(feat_dim=16, nce_k=NCE_K)
-REFUSED = {"ab": "pre-activation", "ofd": "pre-activation", "reviewkd": "pre-activation",
+REFUSED = {"ab": "pre-activation", "ofd": "pre-activation", "reviewkd": "teacher's pre-activation",
            "fsp": "equal channel lists", "kdsvd": "equal stage channels", "ft": "1x1"}
-ZERO_MAIN_LOSS = {"kd"}  # KD's own term is the objective's alpha term
+# Pairs where a method runs although REFUSED names it: timm ResNet teachers give pre-activations (ReviewKD reads
+# the teacher's only), and resnet18 -> resnet10t has them on both sides and equal widths ...
+RUNS = {("reviewkd", "cnn-cnn")} | {(m, "resnet-resnet") for m in ("ab", "ofd", "reviewkd", "fsp", "kdsvd")}
+# ... or is refused for another reason: the 4-block ViT has 3 stages against resnet18's 4.
+REFUSED_BECAUSE = {("reviewkd", "cnn-vit"): "pairs stages one to one"}
+ZERO_MAIN_LOSS = {"kd", "ab", "fsp"}  # KD's term is the objective's alpha; AB and FSP distil in their init stage
 
 _models: dict[tuple[str, str], torch.nn.Module] = {}
 
@@ -58,12 +64,14 @@ def test_method_runs_or_refuses(method_name: str, pair_id: str) -> None:
     method_cls = METHODS.get(method_name)
     pair = Pair(student=student, teacher=teacher, student_name=student_name, teacher_name=teacher_name,
                 num_classes=NUM_CLASSES, num_data=NUM_DATA, input_size=32, options=OPTIONS)
-    if method_name in REFUSED:
+    expected = REFUSED_BECAUSE.get((method_name, pair_id)) or \
+        (REFUSED.get(method_name) if (method_name, pair_id) not in RUNS else None)
+    if expected is not None:
         with pytest.raises(UserError) as refused:
             sources.check_method(method_cls, teacher, student, teacher_name, student_name)
             method_cls.build(pair)
         message = str(refused.value)
-        assert REFUSED[method_name] in message and "\n" not in message and student_name in message
+        assert expected in message and "\n" not in message and student_name in message
         return
     sources.check_method(method_cls, teacher, student, teacher_name, student_name)
     torch.manual_seed(0)
@@ -90,12 +98,13 @@ def test_method_runs_or_refuses(method_name: str, pair_id: str) -> None:
 
 
 def test_refusals_come_from_declared_metadata() -> None:
-    """The refusals above follow the models' declarations, not the method names: timm models declare no
-    pre-activations, and a zoo pair (which declares them) passes the same check."""
+    """The refusals above follow the models' declarations, not the method names: timm ResNets and zoo models declare
+    pre-activations and pass the check, a timm MobileNetV3 declares none and is refused."""
     from distillers.models import create_model
 
     ab = METHODS.get("ab")
-    assert model(CNN_T, "teacher").preact_available is False
+    assert model(CNN_S, "student").preact_available is False and model(CNN_T, "teacher").preact_available is True
     sources.check_method(ab, create_model("resnet8", 5), create_model("resnet8", 5), "resnet8", "resnet8")
+    sources.check_method(ab, model(CNN_T, "teacher"), create_model("resnet8", 5), CNN_T, "resnet8")
     with pytest.raises(UserError, match="teacher's pre-activation"):
-        sources.check_method(ab, model(CNN_T, "teacher"), create_model("resnet8", 5), CNN_T, "resnet8")
+        sources.check_method(ab, model(CNN_S, "student"), create_model("resnet8", 5), CNN_S, "resnet8")

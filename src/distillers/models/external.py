@@ -12,9 +12,10 @@ declared ``feature_info``. Everything is derived from the library's own API, nev
   VGGs), the input of the final ``Linear`` as the embedding and the model's output as the logits. Channels and
   reductions come from one probe forward at construction.
 
-What an external model cannot give is declared, so a method that needs it refuses the pair before training
-(``preact_available = False``: AB, OFD and ReviewKD's teacher side need pre-activation stage outputs, which these
-libraries do not expose; ``get_bn_before_relu`` raises ``NotImplementedError``, which OFD reads).
+What an external model cannot give is declared, so a method that needs it refuses the pair before training:
+pre-activation stage outputs (AB, OFD, ReviewKD's teacher side) are read only where the family's blocks are known
+(timm ResNets: the input of the ReLU after each stage's last residual sum, with the BN before it for OFD's
+margins); elsewhere ``preact_available`` is False and ``get_bn_before_relu`` raises ``NotImplementedError``.
 The state dict is the wrapped network's own (no ``net.`` prefix), so plain timm/torchvision state dicts load
 and our checkpoints of external models load back into the library's model.
 """
@@ -49,12 +50,15 @@ class ExternalModel(nn.Module):
     (``kind="torchvision"``; the FX graph module is built on first use and never copied or saved).
     """
 
-    preact_available = False  # the libraries expose stage outputs after their activation only
-
     def __init__(self, net: nn.Module, name: str, kind: str, nodes: list, feature_info: list[FeatureInfo],
                  classifier_name: str, embedding_node: str | None, mean: tuple[float, ...], std: tuple[float, ...],
-                 input_size: int | None) -> None:
+                 input_size: int | None, preact_points: list[str | None] | None = None,
+                 bn_points: list[str] | None = None) -> None:
         super().__init__()
+        # Module paths of the activation after each stage's residual sum (its input is the pre-activation; None for
+        # the stem) and of the BN before it; only where the family's blocks are known (timm ResNets).
+        self.preact_points, self.bn_points = list(preact_points or []), list(bn_points or [])
+        self.preact_available = bool(self.preact_points) and all(p is not None for p in self.preact_points[1:])
         self.net = net
         self.name, self.kind, self.nodes = name, kind, list(nodes)
         self.feature_info = feature_info
@@ -70,11 +74,28 @@ class ExternalModel(nn.Module):
     def forward(self, x: Tensor, is_feat: bool = False, preact: bool = False) -> Tensor | tuple[list[Tensor], Tensor]:
         if not is_feat:
             return self.net(x)
-        if preact:
+        if preact and not self.preact_available:
             raise UserError(f"{self.name} gives no pre-activation features (its library exposes stage outputs after "
                             f"the activation only); pick a method that reads post-activation features")
-        maps, embedding, logits = self._timm_features(x) if self.kind == "timm" else self._fx_features(x)
+        if preact:
+            maps, embedding, logits = self._preact_features(x)
+        else:
+            maps, embedding, logits = self._timm_features(x) if self.kind == "timm" else self._fx_features(x)
         return [*maps, embedding], logits
+
+    def _preact_features(self, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Stage outputs before their final activation, read by forward pre-hooks on that activation (cloned: the
+        ReLU may work in place); the stem stays post-activation, as in the zoo's ResNets."""
+        captured: dict[int, Tensor] = {}
+        handles = [self.net.get_submodule(path).register_forward_pre_hook(
+            lambda module, args, position=position: captured.__setitem__(position, args[0].clone()))
+            for position, path in enumerate(self.preact_points) if path is not None]
+        try:
+            maps, embedding, logits = self._timm_features(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [captured.get(i, feature) for i, feature in enumerate(maps)], embedding, logits
 
     def _timm_features(self, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
         final, maps = self.net.forward_intermediates(x, indices=self.nodes, output_fmt="NCHW")
@@ -107,7 +128,9 @@ class ExternalModel(nn.Module):
         return nn.ModuleList([module for name, module in self.net.named_children() if name != head_root])
 
     def get_bn_before_relu(self) -> list[nn.Module]:
-        raise NotImplementedError(f"{self.name} declares no BN-before-ReLU layers")
+        if not self.bn_points:
+            raise NotImplementedError(f"{self.name} declares no BN-before-ReLU layers")
+        return [self.net.get_submodule(path) for path in self.bn_points]
 
 
 def wrap_timm(net: nn.Module, name: str, input_size: int | None) -> ExternalModel:
@@ -124,7 +147,27 @@ def wrap_timm(net: nn.Module, name: str, input_size: int | None) -> ExternalMode
     cfg = getattr(net, "pretrained_cfg", None) or {}
     mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
     return ExternalModel(net, name, "timm", indices, [*maps_info, FeatureInfo(embedding_dim, None)],
-                         classifier_name, None, mean, std, input_size)
+                         classifier_name, None, mean, std, input_size, *_timm_resnet_preact(net, infos, indices))
+
+
+def _timm_resnet_preact(net: nn.Module, infos: list, indices: list[int]) -> tuple[list[str | None], list[str]]:
+    """For timm ResNets (BasicBlock: ``bn2``, sum, ``act2``; Bottleneck: ``bn3``, sum, ``act3``): the ReLU after
+    each stage's last residual sum and the BN before it. Other families declare none."""
+    if type(net).__name__ != "ResNet":
+        return [], []
+    points: list[str | None] = []
+    bns: list[str] = []
+    for i in indices:
+        path = infos[i]["module"]
+        stage = net.get_submodule(path)
+        last = stage[-1] if isinstance(stage, nn.Sequential) and len(stage) else None
+        act, bn = ("act3", "bn3") if hasattr(last, "act3") else ("act2", "bn2")
+        if last is None or not isinstance(getattr(last, act, None), nn.ReLU):
+            points.append(None)
+            continue
+        points.append(f"{path}.{len(stage) - 1}.{act}")
+        bns.append(f"{path}.{len(stage) - 1}.{bn}")
+    return points, bns
 
 
 def _last_linear(net: nn.Module, name: str) -> tuple[str, nn.Linear]:
