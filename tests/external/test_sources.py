@@ -114,3 +114,21 @@ def test_foreign_teachers_get_their_own_normalisation(tmp_path: Path) -> None:
     assert torch.allclose(foreign.adapt(X), (X * torch.tensor(data[1]).view(1, 3, 1, 1)
                                              + torch.tensor(data[0]).view(1, 3, 1, 1) - 0.5) / 0.5, atol=1e-6)
     assert list(foreign.state_dict()) == list(vit.state_dict())
+
+
+def test_timm_resnet_preactivations() -> None:
+    """Pre-activations are the residual sums before the stage's last ReLU: ReLU of them gives the post-activation
+    stage outputs, they hold negative values, and OFD's BN-before-ReLU layers are the blocks' last BNs."""
+    torch.manual_seed(4)
+    model = create_model("timm:resnet18", 3)
+    for bn in model.get_bn_before_relu():
+        torch.nn.init.normal_(bn.weight)  # timm zero-initialises them: the sums would equal the shortcuts
+    model.eval()
+    post, logits = model(X, is_feat=True)
+    pre, logits_pre = model(X, is_feat=True, preact=True)
+    assert torch.equal(logits, logits_pre) and torch.equal(pre[0], post[0]) and torch.equal(pre[-1], post[-1])
+    for before, after in zip(pre[1:-1], post[1:-1]):
+        assert (before < 0).any() and torch.equal(torch.relu(before), after)
+    assert [bn.num_features for bn in model.get_bn_before_relu()] == [64, 128, 256, 512]
+    with pytest.raises(NotImplementedError):
+        create_model("timm:mobilenetv3_small_050", 3).get_bn_before_relu()
