@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,6 +25,12 @@ BEST = "best.pt"
 TMP_SUFFIX = ".tmp"  # ``.<name>.<random>.tmp``: a write in progress, or one a killed process left behind
 
 
+def _safe(name: str) -> str:
+    """A model name as a folder-name part: ``timm:vit_tiny_patch16_224,img_size=32`` has characters that other
+    systems or shells treat specially; zoo names pass unchanged."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", name)
+
+
 def _number(value: float) -> str:
     """Compact, stable text for a weight in a run name (0.9 -> '0.9', 1.0 -> '1')."""
     return f"{value:g}"
@@ -32,17 +39,17 @@ def _number(value: float) -> str:
 def distill_run_name(student: str, teacher: str, dataset: str, method: str, gamma: float, alpha: float,
                      beta: float, trial: int | str) -> str:
     """The seed's run name (``S:{s}_T:{t}_{dataset}_{method}_r:{r}_a:{a}_b:{b}_{trial}``) without colons."""
-    return (f"S-{student}_T-{teacher}_{dataset}_{method}_r-{_number(gamma)}_a-{_number(alpha)}"
+    return (f"S-{_safe(student)}_T-{_safe(teacher)}_{dataset}_{method}_r-{_number(gamma)}_a-{_number(alpha)}"
             f"_b-{_number(beta)}_trial-{trial}")
 
 
 def teacher_run_name(model: str, dataset: str, trial: int | str) -> str:
     """The seed's teacher folder name ``{model}_{dataset}_lr_..._trial_{trial}``, simplified."""
-    return f"{model}_{dataset}_vanilla_trial-{trial}"
+    return f"{_safe(model)}_{dataset}_vanilla_trial-{trial}"
 
 
 def transfer_run_name(model: str, source: str, dataset: str, trial: int | str) -> str:
-    return f"transfer_{model}_{source}_to_{dataset}_trial-{trial}"
+    return f"transfer_{_safe(model)}_{source}_to_{dataset}_trial-{trial}"
 
 
 def current_umask() -> int:

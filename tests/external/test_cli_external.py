@@ -112,3 +112,20 @@ def test_pretrained_needs_an_external_teacher(folder: Path, capsys: pytest.Captu
                      "--dataset", "imagefolder", "--data-dir", folder / "data", "--method", "kd",
                      "--out", folder / "zoo", *FAST)
     assert code == 2 and "--pretrained downloads timm:/torchvision: models only" in text
+
+
+@pytest.mark.slow
+def test_train_teacher_on_a_timm_model_at_its_own_size_then_eval_at_that_size(folder: Path, capsys) -> None:
+    """``train-teacher --model timm:...`` with ``--input-size 48``: the run records the full model name and the
+    size, and ``eval`` scores the checkpoint at 48 px (its loss equals the run's last test loss)."""
+    code, text = run(capsys, "train-teacher", "--model", "timm:resnet10t", "--dataset", "imagefolder", "--data-dir",
+                     folder / "data", "--input-size", "48", "--out", folder / "teachers", *FAST)
+    assert code == 0, text
+    run_dir = folder / "teachers" / "timm-resnet10t_imagefolder_vanilla_trial-1"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["model"], config["input_size"], config["classes"]) == ("timm:resnet10t", 48, ["cat", "dog", "eel"])
+    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    code, text = run(capsys, "eval", "--ckpt", run_dir / "last.pt", "--dataset", "imagefolder", "--data-dir",
+                     folder / "data", "--device", "cpu", "--workers", "0")
+    assert code == 0, text
+    assert f"loss {last['test_loss']:.4f}" in text, (text, last)

@@ -23,6 +23,16 @@ def create_model(name: str, num_classes: int = 100, input_size: int = 32) -> nn.
     return MODELS.get(name)(num_classes=num_classes)
 
 
+def create_named(name: str, num_classes: int, input_size: int = 32) -> tuple[nn.Module, str]:
+    """``create_model`` and the name a checkpoint records to rebuild it (an external model's name carries the input
+    size it was built for, e.g. a ViT's ``img_size``)."""
+    from distillers.models import sources
+
+    if sources.is_external_name(name):
+        return sources.create(name, num_classes, input_size)
+    return create_model(name, num_classes), name
+
+
 def canonical_name(name: str) -> str:
     """The registered name of a zoo model (aliases resolved), or a checked external ``timm:``/``torchvision:`` name."""
     from distillers.models import sources
@@ -41,5 +51,5 @@ def default_lr(name: str) -> float:
 
 import_submodules(__name__, __path__)
 
-__all__ = ["MODELS", "FeatureInfo", "canonical_name", "create_model", "default_lr", "feature_shapes",
-           "SMALL_LR_MODELS"]
+__all__ = ["MODELS", "FeatureInfo", "canonical_name", "create_model", "create_named", "default_lr",
+           "feature_shapes", "SMALL_LR_MODELS"]

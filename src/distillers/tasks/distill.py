@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import replace
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -89,12 +89,7 @@ def distill_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
     if node.rank and hasattr(train_set, "seed"):
         # CRD's contrast rows are drawn per process from (seed, epoch): each rank its own stream, not rank 0's.
         train_set.seed = int(np.random.SeedSequence([train_set.seed, node.rank]).generate_state(1)[0])
-    teacher, teacher_name = external_teacher(cfg, info) if is_external_name(cfg.teacher) else \
-        load_model(zoo_teacher_file(cfg), cfg.teacher, info.num_classes, "--teacher-arch")[:2]
-    teacher = own_preprocessing(teacher, info.mean, info.std)  # an external teacher's own normalisation
-    if cfg.extra_teachers:  # --teacher given more than once: logit methods, averaged or weighted logits
-        teacher = TeacherEnsemble(*several_teachers(cfg, info, method_cls, teacher, teacher_name, load_model))
-        teacher_name = teacher.name
+    teacher, teacher_name = load_teachers(cfg, info, method_cls)
     seed_everything(cfg.seed)  # the student's and the method's initial weights follow --seed
     student, student_name = external_student(cfg, info) if is_external_name(student_name) else \
         (create_model(student_name, info.num_classes), student_name)
@@ -120,17 +115,29 @@ def distill_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
     logs = [] if cfg.augment != "strong" or method.needs_strong_view else [
         f"--augment strong: {method.name} does not read the strong view's logits; the student still runs on it "
         f"(its BatchNorm statistics see both views), so this run is marked protocol {protocol}"]
+    facts = {"task": "distill", "student": student_name, "teacher": teacher_name, "method": method.name,
+             "weights": vars(weights), "num_classes": info.num_classes, "protocol": protocol,
+             **class_names(train_set), **run_facts(cfg, node, base_lr, lr)}
     return Job(cfg=cfg, name=name, label=f"{method.name} {teacher_name} -> {student_name}", arch=student_name,
                data=(train_set, test_set, info), eval_model=student,
                stages=init_stages(method, objective, options.init_epochs, student_name, lr) + [main], state=state,
                record={"arch": student_name, "num_classes": info.num_classes, "dataset": cfg.dataset,
                        "teacher_arch": teacher_name, "method": method.name},
-               facts={"task": "distill", "student": student_name, "teacher": teacher_name, "method": method.name,
-                      "weights": vars(weights), "num_classes": info.num_classes, "protocol": protocol,
-                      **class_names(train_set),
-                      **run_facts(cfg, node, base_lr, lr)},
+               facts=facts,
                fast_models=[student, teacher], baseline=Baseline(teacher, "teacher_acc", f"teacher {teacher_name}"),
                logs=logs)
+
+
+def load_teachers(cfg: RunConfig, info: Any, method_cls: type[Method]) -> tuple[nn.Module, str]:
+    """The frozen teacher: a zoo checkpoint, or a timm/torchvision model with its own normalisation; with
+    ``--teacher`` given more than once (logit methods), their averaged or weighted logits."""
+    teacher, name = external_teacher(cfg, info) if is_external_name(cfg.teacher) else \
+        load_model(zoo_teacher_file(cfg), cfg.teacher, info.num_classes, "--teacher-arch")[:2]
+    teacher = own_preprocessing(teacher, info.mean, info.std)  # an external teacher's own normalisation
+    if not cfg.extra_teachers:
+        return teacher, name
+    ensemble = TeacherEnsemble(*several_teachers(cfg, info, method_cls, teacher, name, load_model))
+    return ensemble, ensemble.name
 
 
 def init_stages(method: Method, objective: Distillation, epochs: int, student_name: str, lr: float) -> list[Stage]:

@@ -17,11 +17,11 @@ from distillers.models import MODELS, create_model
 from distillers.models.sources import external_from_state, is_external_name
 
 
-def load_model(path: str | Path, arch: str | None, num_classes: int, arch_flag: str = "--model"
-               ) -> tuple[nn.Module, str, dict[str, Any]]:
+def load_model(path: str | Path, arch: str | None, num_classes: int, arch_flag: str = "--model",
+               checkpoint: dict[str, Any] | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
     """Build the checkpoint's architecture (given, recorded, or from a RepDistiller folder name) and load it;
     ``arch_flag`` is the flag that names the architecture in the calling command (for the error message)."""
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     name = arch or architecture_of(path, checkpoint, MODELS.names())
     if name is None:
         raise UserError(f"cannot tell the architecture of {path}: it records none and its folder name does not "
@@ -50,11 +50,18 @@ def evaluate_checkpoint(path: str, dataset: str, data_dir: str, arch: str | None
     """Top-1/top-5 and loss of a checkpoint on the test split; under torchrun each process scores its share."""
     from distillers.data import load_datasets
 
+    checkpoint = load_checkpoint(path)
+    # A model trained on a folder of images at another size is scored at that size.
+    config = checkpoint.get("config")
+    input_size = config.get("input_size") if isinstance(config, dict) and config.get("dataset") == dataset else None
+
+    def read() -> Any:
+        return load_datasets(dataset, data_dir, download=download, input_size=input_size)
+
     with distributed.launched(str(resolve_device(device))) as (node, name):
         torch_device = resolve_device(name)
-        _, test_set, info = distributed.in_turn(lambda: load_datasets(dataset, data_dir, download=download)) \
-            if download else load_datasets(dataset, data_dir, download=False)
-        model, arch_name, _ = load_model(path, arch, info.num_classes)
+        _, test_set, info = distributed.in_turn(read) if download else read()
+        model, arch_name, _ = load_model(path, arch, info.num_classes, checkpoint=checkpoint)
         model.to(torch_device)
         loader = make_loader(test_set, batch_size, False, workers, 0, torch_device, node.rank, node.world_size)
         return {"arch": arch_name, **evaluate(model, loader, torch_device)}
