@@ -35,18 +35,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--num-images", type=int, default=50000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                        help=f"the variants of ours to run (default: all): {'; '.join(VARIANTS)}")
     args = parser.parse_args()
+    variants = {name: VARIANTS[name] for name in args.variants}
     device = torch.device("cpu")
     images, labels = bench.synthetic_cifar(args.num_images)
     memory = bench.PeakMemory(device)
     print(f"machine: {bench.describe_machine(device)}")
     for case in bench.resolve_cases(args.pairs, None):
-        rates: dict[str, list[float]] = {"seed": [], **{name: [] for name in VARIANTS}}
+        rates: dict[str, list[float]] = {"seed": [], **{name: [] for name in variants}}
         for _ in range(args.rounds):
             settings = bench.Settings(64, args.steps, args.warmup, device, "cpu", "off", "off", False, False,
                                       args.workers, 0, MethodOptions())
             rates["seed"].append(bench._run_seed(case, images, labels, settings, memory)["images_per_s"])
-            for name, (path, amp, layout) in VARIANTS.items():
+            for name, (path, amp, layout) in variants.items():
                 variant = bench.Settings(64, args.steps, args.warmup, device, path, amp, layout, False, False,
                                          args.workers, 0, MethodOptions())
                 rates[name].append(bench._run_ours(case, images, labels, variant, memory)["images_per_s"])
@@ -55,7 +58,7 @@ def main() -> None:
         seed = statistics.median(rates["seed"])
         print(f"\n{case.label} {case.method}: seed {seed:.1f} img/s")
         print("| variant of ours | img/s | vs seed |\n|---|---:|---:|")
-        for name in VARIANTS:
+        for name in variants:
             rate = statistics.median(rates[name])
             print(f"| {name} | {rate:.1f} | {rate / seed:.2f}x |")
 
