@@ -44,10 +44,11 @@ def test_the_lift_line_says_whether_the_seeds_support_the_reading():
 
     teacher = ("teacher resnet20", [99.0])
     clear = [teacher, ("alone", [80.0, 81.0]), ("student + KD", [90.0, 91.0]), ("student + ICD", [94.0, 95.0])]
-    assert lift_line(clear) == ("lift over the student alone (points): KD +10.00, ICD +14.00; larger than the "
-                                "largest seed std 0.71")
+    assert lift_line(clear) == ("lift over the student alone (points): KD +10.00 (above it in 2/2 seeds), ICD +14.00 "
+                                "(above it in 2/2 seeds); larger than the largest seed std 0.71")
     close = [teacher, ("alone", [80.0, 90.0]), ("student + KD", [93.0, 94.0]), ("student + ICD", [94.0, 95.0])]
     assert lift_line(close).endswith("larger than the largest seed std 7.07; the methods' order is within that "
                                      "spread: do not read a winner")
     noisy = [teacher, ("alone", [70.0, 90.0]), ("student + KD", [85.0, 86.0]), ("student + ICD", [94.0, 95.0])]
-    assert "KD +5.50, ICD +14.50; NOT larger than the largest seed std 14.14" in lift_line(noisy)
+    assert "KD +5.50 (above it in 1/2 seeds)" in lift_line(noisy)
+    assert "ICD +14.50 (above it in 2/2 seeds); NOT larger than the largest seed std 14.14" in lift_line(noisy)

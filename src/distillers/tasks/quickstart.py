@@ -102,7 +102,9 @@ def lift_line(table: list[tuple[str, list[float]]]) -> str:
     spread = max((statistics.stdev(values) for _, values in table[1:] if len(values) > 1), default=0.0)
     lifts = [(label.replace("student + ", ""), statistics.mean(values) - statistics.mean(alone))
              for label, values in table[2:]]
-    shown = ", ".join(f"{name} {lift:+.2f}" for name, lift in lifts)
+    wins = [sum(ours > theirs for ours, theirs in zip(values, alone)) for _, values in table[2:]]
+    shown = ", ".join(f"{name} {lift:+.2f} (above it in {won}/{len(alone)} seeds)"
+                      for (name, lift), won in zip(lifts, wins))
     if not all(lift > spread for _, lift in lifts):
         return (f"lift over the student alone (points): {shown}; NOT larger than the largest seed std {spread:.2f}: "
                 f"rerun with more --seeds before reading the table")
