@@ -127,6 +127,15 @@ def print_report(out: str) -> None:
         print(f"no report: {error}")
 
 
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder that exists or can be made: refused before anything is planned or written."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise UserError(f"--out {out} cannot hold run directories: {folder} is a file; choose another --out")
+            return
+
+
 def run_sweep(args: argparse.Namespace, base: RunConfig | None, extra: Sequence[str]) -> int:
     """``distillers sweep``: status, dry run, or launch (then the report, once the launcher has waited).
 
@@ -137,6 +146,7 @@ def run_sweep(args: argparse.Namespace, base: RunConfig | None, extra: Sequence[
         return 0
     check_extra(extra)
     check_foreign_flags(args.launcher, args)
+    check_out(Path(args.out))
     launcher = LAUNCHERS.get(args.launcher)(args)
     runs = plan(args.pairs or SEED_PAIRS, args.methods or SEED_METHODS, args.trials, args.teacher_dir, args.out,
                 args.dataset, extra, args.baselines, base)

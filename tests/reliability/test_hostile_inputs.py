@@ -132,6 +132,9 @@ CASES: dict[str, Case] = {
     "sweep-unknown-model": lambda c: (["sweep", "--pairs", "resnet99:resnet8", "--dry-run"],
                                       ("unknown model 'resnet99'",)),
     # list, quickstart
+    "sweep-out-is-a-file": lambda c: (["sweep", "--pairs", "resnet14:resnet8", "--methods", "kd", "--trials", "1",
+                                       "--out", str(c.file("notes.txt", b"x"))],
+                                      ("notes.txt is a file; choose another --out",)),
     "list-unknown-kind": lambda c: (["list", "teachers"], ("invalid choice: 'teachers'",)),
     "quickstart-over-a-foreign-run": lambda c: (["quickstart", "--out", str(foreign_teacher_folder(c))],
                                                 ("holds something other than a quickstart run",

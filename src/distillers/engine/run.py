@@ -76,6 +76,7 @@ class Job:
     facts: dict[str, Any]  # what config.json records besides the RunConfig
     fast_models: list[nn.Module]  # channels-last / compile candidates
     baseline: Baseline | None = None
+    nonfinite_advice: str = ""  # the method's own way out of a NaN stop (Loop.nonfinite_advice)
     logs: list[str] = field(default_factory=list)  # lines for the run log once it exists
 
 
@@ -175,7 +176,7 @@ def _prepare_loop(job: Job, logger: RunLogger, device: torch.device, node: DistI
     return Loop(eval_model=job.eval_model, train_loader=train, test_loader=test, device=device, logger=logger,
                 checkpoint_payload=functools.partial(_payload, job), seed=cfg.seed,
                 max_steps=cfg.max_steps_per_epoch, autocast=speed.autocast_factory(cfg, device),
-                find_unused_parameters=True)
+                find_unused_parameters=True, nonfinite_advice=job.nonfinite_advice)
 
 
 def _payload(job: Job) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class Loop:
     find_unused_parameters: bool = False
     log_every: int = 50
     show_progress: bool | None = None
+    nonfinite_advice: str = ""  # the method's own way out of a non-finite stop, said after "lower --lr"
 
 
 class _TrainingStep(nn.Module):
@@ -315,4 +316,6 @@ class Trainer:
         kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
         if progress.epoch:
             kept += f" ({self.stage} epoch {progress.epoch})"
-        raise NonFiniteLoss(f"{reason}; {kept}; lower --lr or check the inputs")
+        advice = f"lower --lr {self.loop.nonfinite_advice}" if self.loop.nonfinite_advice else \
+            "lower --lr or check the inputs"
+        raise NonFiniteLoss(f"{reason}; {kept}; {advice}")

@@ -84,6 +84,7 @@ class Method(nn.Module):
     needs_contrast: ClassVar[bool] = False  # needs CRD contrastive indices
     init_stage: ClassVar[bool] = False  # has an initialisation stage (AB, FT, FSP)
     needs_strong_view: ClassVar[bool] = False  # trains on a second, strongly augmented view (MLKD)
+    nonfinite_advice: ClassVar[str] = ""  # what the non-finite stop suggests besides a lower --lr (KDSVD: svd=guarded)
     teacher_features: ClassVar[bool] = True  # reads features (False: both models' logits only; several teachers)
     protocol: ClassVar[str] = "crd"  # training protocol of the published numbers (reports flag other ones)
     options: ClassVar[tuple[Option, ...]] = ()  # what --method-opt KEY=VALUE may set (``resolve_options``)

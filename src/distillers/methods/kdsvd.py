@@ -123,6 +123,7 @@ class KDSVD(Method):
     paper = ("Self-supervised Knowledge Distillation Using Singular Value Decomposition "
              "(Lee, Kim & Song, ECCV 2018, arXiv 1807.06819)")
     weights = Weights(gamma=1.0, alpha=0.0, beta=1.0)
+    nonfinite_advice = "or pass --method-opt svd=guarded (bounded SVD gradient terms)"
     weights_note = "the seed's run script gives no -b for kdsvd (it defaults to None); 1 is our choice, pass -b"
     options = (Option("svd", str, "reference", "SVD gradient: reference (RepDistiller's; NaN or huge when singular "
                       "values tie, e.g. dead channels) or guarded (near-tie terms bounded)",

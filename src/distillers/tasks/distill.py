@@ -125,7 +125,7 @@ def distill_job(cfg: RunConfig, node: DistInfo, device: torch.device) -> Job:
                        "teacher_arch": teacher_name, "method": method.name},
                facts=facts,
                fast_models=[student, teacher], baseline=Baseline(teacher, "teacher_acc", f"teacher {teacher_name}"),
-               logs=logs)
+               logs=logs, nonfinite_advice=method.nonfinite_advice)
 
 
 def load_teachers(cfg: RunConfig, info: Any, method_cls: type[Method]) -> tuple[nn.Module, str]:
