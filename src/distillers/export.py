@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from distillers.engine.checkpoint import load_checkpoint
 from distillers.errors import UserError
-from distillers.rundir import temporary_beside
+from distillers.rundir import write_bytes_atomic
 
 
 def export_safetensors(ckpt: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
@@ -52,15 +51,7 @@ def _target(ckpt: Path, out: str | Path | None, overwrite: bool) -> Path:
 
 
 def _write(target: Path, blob: bytes) -> None:
-    tmp: str | None = None
     try:
-        fd, tmp = temporary_beside(target)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        write_bytes_atomic(target, blob)
     except OSError as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         raise UserError(f"cannot write {target}: {error.strerror or error}; choose another --out") from error

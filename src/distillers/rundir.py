@@ -83,20 +83,25 @@ def temporary_beside(path: Path, suffix: str = "") -> tuple[int, str]:
     return fd, tmp
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+def write_bytes_atomic(path: Path, data: bytes | memoryview, suffix: str = "") -> None:
+    """Write through a temporary file beside ``path`` and a rename, so readers never see half a file (a failure
+    leaves the previous file intact and no temporary behind)."""
     path = Path(path)
-    fd, tmp = temporary_beside(path)
+    fd, tmp = temporary_beside(path, suffix)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON atomically (``write_bytes_atomic``)."""
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path) -> Any:

@@ -8,7 +8,6 @@ A checkpoint is a dict with ``model`` (a RepDistiller-compatible state dict), ``
 from __future__ import annotations
 
 import io
-import os
 import re
 import warnings
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from distillers.errors import UserError
-from distillers.rundir import TMP_SUFFIX, temporary_beside
+from distillers.rundir import TMP_SUFFIX, write_bytes_atomic
 
 
 
@@ -28,25 +27,15 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     A full disk or a read-only folder raises UserError and leaves any previous file at ``path`` intact.
     """
     path = Path(path)
-    tmp: str | None = None
+    # Serialise in memory first: torch's zip writer turns a failing write (a full disk) into a RuntimeError whose
+    # text says nothing of the cause, while a plain write raises the OSError with its errno.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     try:
-        # Serialise in memory first: torch's zip writer turns a failing write (a full disk) into a RuntimeError
-        # whose text says nothing of the cause, while a plain write raises the OSError with its errno.
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        fd, tmp = temporary_beside(path, suffix=TMP_SUFFIX)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise UserError(f"could not save checkpoint {path}: {error.strerror or error}; the previous checkpoint "
-                            f"(if any) is intact: free some space and rerun with --resume") from error
-        raise
+        write_bytes_atomic(path, buffer.getbuffer(), suffix=TMP_SUFFIX)
+    except OSError as error:
+        raise UserError(f"could not save checkpoint {path}: {error.strerror or error}; the previous checkpoint "
+                        f"(if any) is intact: free some space and rerun with --resume") from error
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

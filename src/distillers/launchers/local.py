@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from distillers.cli.arguments import positive_int
 from distillers.errors import UserError
 from distillers.launchers.registry import LAUNCHERS, Launcher, PlannedRun, run_state
 from distillers.rundir import SUMMARY, read_json, write_json_atomic
@@ -27,16 +28,6 @@ def gpu_list(text: str) -> tuple[str, ...]:
     if not gpus or not all(gpus) or any(" " in gpu for gpu in gpus):
         raise argparse.ArgumentTypeError(f"expected comma-separated GPU indices such as 0,1,2,3, got {text!r}")
     return gpus
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def failure_line(run: PlannedRun, log: Path | None = None) -> str:
@@ -61,7 +52,7 @@ class LocalLauncher(Launcher):
     @staticmethod
     def add_flags(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("--launcher local (the default): runs on this machine")
-        group.add_argument("--parallel", type=positive, default=None, metavar="N",
+        group.add_argument("--parallel", type=positive_int, default=None, metavar="N",
                            help="N runs at a time, each in its own process (default: one after another here)")
         group.add_argument("--gpus", type=gpu_list, default=None, metavar="LIST",
                            help="one run per GPU at a time, e.g. 0,1,2,3 (sets CUDA_VISIBLE_DEVICES for each run)")

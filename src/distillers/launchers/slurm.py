@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distillers.cli.arguments import positive_int
 from distillers.errors import UserError
 from distillers.launchers.registry import LAUNCHERS, Launcher, PlannedRun, run_state
 
@@ -49,16 +50,16 @@ class SlurmLauncher(Launcher):
     def add_flags(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("--launcher slurm: a job array through submitit (docs/cluster.md)")
         group.add_argument("--partition", default=None, help="SLURM partition")
-        group.add_argument("--gpus-per-job", type=int, default=None, metavar="N", help="GPUs of each run's job")
-        group.add_argument("--cpus-per-job", type=int, default=None, metavar="N",
+        group.add_argument("--gpus-per-job", type=positive_int, default=None, metavar="N", help="GPUs of each run's job")
+        group.add_argument("--cpus-per-job", type=positive_int, default=None, metavar="N",
                            help="CPUs of each run's job (give --workers + 1 or more)")
-        group.add_argument("--mem", dest="mem_gb", type=int, default=None, metavar="GB", help="memory of each job")
-        group.add_argument("--time", dest="time_min", type=int, default=None, metavar="MINUTES",
+        group.add_argument("--mem", dest="mem_gb", type=positive_int, default=None, metavar="GB", help="memory of each job")
+        group.add_argument("--time", dest="time_min", type=positive_int, default=None, metavar="MINUTES",
                            help=f"time limit of each job (default {DEFAULT_TIME_MIN}); a run that reaches it saves a "
                                 "checkpoint and is requeued")
         group.add_argument("--account", default=None, help="SLURM account")
         group.add_argument("--qos", default=None, help="SLURM quality of service")
-        group.add_argument("--max-parallel", type=int, default=None, metavar="N",
+        group.add_argument("--max-parallel", type=positive_int, default=None, metavar="N",
                            help="at most N runs of the array at once")
         group.add_argument("--slurm-opt", action="append", type=slurm_option, default=None, metavar="KEY=VALUE",
                            help="any other parameter of submitit's SlurmExecutor, repeatable (e.g. constraint=a100)")
