@@ -1,7 +1,7 @@
 """Which fast-path choice is faster on this CPU? The seed pipeline and each variant of ours, side by side in one run.
 
 ``distillers bench`` code (``bench._run_seed`` / ``bench._run_ours``) on synthetic CIFAR-shaped data; each variant is
-what ``distill`` runs with those flags. The CPU ``auto`` answers in ``tasks.speed.CPU_AUTO`` come from this table
+what ``distill`` runs with those flags. The CPU ``auto`` answers in ``engine.speed.CPU_AUTO`` come from this table
 (docs/benchmarks.md). Variants run interleaved, ``--rounds`` times, and the table reports each one's median.
 
 Example: ``python benchmarks/cpu_choices.py --steps 8 --warmup 2 --rounds 2``

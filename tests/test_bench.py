@@ -14,7 +14,7 @@ from distillers.data.gpu_loader import GpuLoader
 from distillers.data.transforms import CIFAR100_MEAN, CIFAR100_STD
 from distillers.errors import UserError
 from distillers.objective import Distillation
-from distillers.tasks import speed
+from distillers.engine import speed
 
 TINY = dict(batch_size=8, steps=2, warmup=1, device="cpu", num_images=64, nce_k=16)
 
@@ -31,7 +31,7 @@ def test_run_bench_on_cpu_returns_rows_with_throughput_ratio_and_memory():
         assert row["speedup"] == pytest.approx(row["ours_images_per_s"] / row["seed_images_per_s"])
         assert row["seed_peak_mb"] > 0 and row["ours_peak_mb"] > 0
         assert row["seed_loader_images_per_s"] > 0 and row["ours_loader_images_per_s"] > 0
-        # "ours" is what distill chooses on CPU with the same flags (tasks.speed), and the row says what that was
+        # "ours" is what distill chooses on CPU with the same flags (engine.speed), and the row says what that was
         assert row["data_path"] == speed.CPU_AUTO["data_path"]
         assert row["amp"] == ("bf16" if speed.CPU_AUTO["amp"] else "off")
         assert row["channels_last"] is speed.CPU_AUTO["channels_last"]

@@ -7,7 +7,7 @@ format, not the content):
 - seed: torchvision PIL transforms in DataLoader workers, float32 NCHW, default SGD, ``loss.item()`` every step as
   RepDistiller's ``train_distill`` loop does, teacher forward under ``no_grad``;
 - ours: exactly what ``distill`` runs with the same flags (``--data-path``, ``--amp``, ``--channels-last``,
-  ``--compile``, ``--deterministic``): the ``tasks.speed`` choices (device-resident data or the task's DataLoader,
+  ``--compile``, ``--deterministic``): the ``engine.speed`` choices (device-resident data or the task's DataLoader,
   autocast, memory format, compile with its fallback, cuDNN settings), the engine's SGD builder, and the loss kept
   on the device (no per-step host sync). Every row records what was chosen.
 
@@ -44,7 +44,7 @@ from distillers.methods import METHODS, Pair
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Distillation
 from distillers.peak_memory import PeakMemory
-from distillers.tasks import speed
+from distillers.engine import speed
 
 NUM_CLASSES = 100
 
@@ -260,7 +260,7 @@ def _seed_pipeline(case: Case, images: np.ndarray, labels: np.ndarray, settings:
 
 
 def ours_config(settings: Settings) -> RunConfig:
-    """The RunConfig ``distill`` would get from the same flags: the bench asks the same ``tasks.speed`` questions."""
+    """The RunConfig ``distill`` would get from the same flags: the bench asks the same ``engine.speed`` questions."""
     return RunConfig(task="distill", device=str(settings.device), data_path=settings.data_path, amp=settings.amp,
                      channels_last=settings.channels_last, compile=settings.compile,
                      deterministic=settings.deterministic, workers=settings.workers, batch_size=settings.batch_size,
@@ -324,7 +324,7 @@ def run_bench(pairs: Iterable[str | Sequence[str] | Case] | None = None, methods
     """Benchmark every case with the seed's pipeline and ours; one row (a dict) per case, in order.
 
     "Ours" is what ``distill`` runs with the same flags (``--data-path``, ``--amp``, ``--channels-last``,
-    ``--compile``, ``--deterministic``): the same ``tasks.speed`` choices, loaders and optimiser builder; each row
+    ``--compile``, ``--deterministic``): the same ``engine.speed`` choices, loaders and optimiser builder; each row
     records what was chosen. ``workers`` (DataLoader processes of both pipelines) defaults to RepDistiller's 8,
     capped at the CPU count.
     """
@@ -401,7 +401,7 @@ def describe_machine(device: torch.device) -> str:
 
 
 def describe_choices(row: dict[str, Any]) -> str:
-    """The fast-path configuration a row ran (``tasks.speed``'s answers), on one line."""
+    """The fast-path configuration a row ran (``engine.speed``'s answers), on one line."""
     return (f"data path {row['data_path']} ({row['workers']} workers if cpu), amp {row['amp']}, channels-last "
             f"{'on' if row['channels_last'] else 'off'}, compile {row['compile']}, cudnn.benchmark "
             f"{'on' if row['cudnn_benchmark'] else 'off'}, deterministic {'on' if row['deterministic'] else 'off'}, "

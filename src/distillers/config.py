@@ -49,7 +49,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workers: int = 2
     augment: str = "standard"  # standard (crop + flip) | strong (adds a RandAugment + Cutout view, for MLKD)
-    data_path: str = "auto"  # auto | device (alias gpu) | cpu: CIFAR batches resident on the device (tasks.speed)
+    data_path: str = "auto"  # auto | device (alias gpu) | cpu: CIFAR batches resident on the device (engine.speed)
     # Optimisation (RepDistiller train_teacher.py / train_student.py defaults).
     epochs: int = 240
     batch_size: int = 64
@@ -85,7 +85,7 @@ class RunConfig:
     amp: str = "auto"  # auto | on | off: bf16 autocast (on: CPU too; auto: GPUs with native bf16)
     channels_last: str = "auto"  # auto | on | off: NHWC activations (auto: on CUDA)
     compile: bool = False  # torch.compile the models (falls back to eager when compilation fails)
-    deterministic: bool = False  # deterministic cuDNN and torch algorithms, no cudnn.benchmark (tasks.speed)
+    deterministic: bool = False  # deterministic cuDNN and torch algorithms, no cudnn.benchmark (engine.speed)
     max_steps_per_epoch: int | None = None  # for smoke tests and benchmarks
     # Several processes (torchrun, docs/distributed.md): the batch size is per process.
     lr_scaling: str = "linear"  # linear: lr x number of processes (the global batch grows with it) | none

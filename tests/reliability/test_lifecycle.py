@@ -4,6 +4,7 @@ step and signals before training end in one line."""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -121,3 +122,28 @@ def test_decay_epochs_beyond_the_run_are_said_once(assets, tmp_path):
     assert outcome.code == 0, outcome.describe()
     notes = [line for line in outcome.stderr.splitlines() if "--lr-decay-epochs" in line]
     assert notes == ["note: --lr-decay-epochs 1,5 not before the end of this 1-epoch run: the lr never decays"]
+
+
+def test_backend_choices_are_applied_for_the_run_and_recorded(assets, tmp_path):
+    """``--deterministic`` reaches torch during training (a patched step reports it) and config.json records it."""
+    def report_settings() -> None:
+        import sys
+
+        from distillers.objective import Supervised
+
+        forward = Supervised.forward
+
+        def watched(self, batch):
+            print(f"step sees deterministic={torch.are_deterministic_algorithms_enabled()} "
+                  f"cudnn={torch.backends.cudnn.deterministic}", file=sys.stderr)
+            return forward(self, batch)
+
+        Supervised.forward = watched
+
+    args = ["train-teacher", "--model", "resnet8", "--epochs", "1", "--deterministic", "--name", "det", "--out", "runs",
+            *assets.flags()]
+    outcome = harness.run(args, tmp_path, patch=report_settings)
+    assert outcome.code == 0, outcome.describe()
+    assert "step sees deterministic=True cudnn=True" in outcome.stderr
+    config = json.loads((tmp_path / "runs" / "det" / "config.json").read_text())
+    assert (config["deterministic"], config["cudnn_benchmark"]) == (True, False)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from distillers.config import RunConfig
-from distillers.tasks import speed
+from distillers.engine import speed
 
 FAILING = "distillers_test_failing_backend"
 

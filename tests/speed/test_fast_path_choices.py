@@ -12,7 +12,7 @@ from distillers.config import RunConfig
 from distillers.data import ArrayImages
 from distillers.engine import distributed
 from distillers.errors import UserError
-from distillers.tasks import speed
+from distillers.engine import speed
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

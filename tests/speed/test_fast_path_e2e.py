@@ -13,7 +13,7 @@ import torch
 
 from cli.conftest import FAST, only_child, run_cli
 from distillers.data.gpu_loader import DeviceLoader
-from distillers.tasks import speed
+from distillers.engine import speed
 
 pytestmark = pytest.mark.slow
 

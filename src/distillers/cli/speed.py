@@ -59,7 +59,7 @@ def register(commands: Commands) -> None:
     bench.add_argument("--steps", type=positive_int, default=50, help="timed steps per pipeline")
     bench.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     bench.add_argument("--device", default="auto")
-    # "ours" takes distill's fast-path flags and runs what distill would choose with them (tasks.speed).
+    # "ours" takes distill's fast-path flags and runs what distill would choose with them (engine.speed).
     bench.add_argument("--data-path", choices=["auto", "device", "gpu", "cpu"], default="auto",
                        help="ours: data resident on the training device (device, alias gpu) or DataLoader workers")
     bench.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="ours: bf16 autocast")

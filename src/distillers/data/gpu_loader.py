@@ -24,7 +24,7 @@ from torch import Tensor
 from distillers.data.sampling import ContrastSampler
 from distillers.engine.sampler import EpochSampler
 
-# --data-path: decide (tasks.speed); data resident on the training device (DeviceLoader); DataLoader workers.
+# --data-path: decide (engine.speed); data resident on the training device (DeviceLoader); DataLoader workers.
 DATA_PATHS = ("auto", "device", "cpu")
 DATA_PATH_ALIASES = {"gpu": "device"}  # the first release's name
 

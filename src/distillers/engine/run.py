@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from distillers.config import RunConfig, decay_note
-from distillers.engine import distributed
+from distillers.engine import distributed, speed
 from distillers.engine.device import resolve_device
 from distillers.engine.distributed import DistInfo
 from distillers.engine.metrics import evaluate
@@ -118,9 +118,10 @@ def run(cfg: RunConfig, build: Callable[[RunConfig, DistInfo, torch.device], Job
     """Build the task's job and run it; a stop signal before training ends the run at once (exit 130/143)."""
     opened: list[tuple[Path, bool]] = []  # the run directory, and whether this run created it
     try:
-        with stop_at_once(), process_group(cfg.device) as (node, device):
+        with stop_at_once(), process_group(cfg.device) as (node, device), speed.backends(cfg, device) as backend:
             cfg.validate()
             job = build(cfg, node, device)
+            job.facts.update(backend)  # cudnn.benchmark / deterministic algorithms, as config.json records them
             return _run_job(job, node, device, opened)
     except EarlyStop as stop:
         where = _discard_unstarted(opened)
@@ -165,8 +166,6 @@ def _run_job(job: Job, node: DistInfo, device: torch.device, opened: list[tuple[
 
 def _prepare_loop(job: Job, logger: RunLogger, device: torch.device, node: DistInfo) -> Loop:
     """Models on the device with the fast path's choices (channels-last, compile, autocast), and the loaders."""
-    from distillers.tasks import speed
-
     cfg = job.cfg
     for stage in job.stages:
         stage.objective.to(device)
@@ -188,7 +187,6 @@ def _payload(job: Job) -> dict[str, Any]:
 def _loaders(cfg: RunConfig, job: Job, device: torch.device, node: DistInfo) -> tuple[Any, Any]:
     """The training batches (device-resident when ``--data-path`` allows) and the ordered test loader, sharded."""
     from distillers.data.loaders import make_loader
-    from distillers.tasks import speed
 
     train_set, test_set, info = job.data
     train = make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device, node.rank, node.world_size)
