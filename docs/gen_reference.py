@@ -230,8 +230,9 @@ def datasets_page() -> None:
     for name in DATASETS.names():
         spec = DATASETS.get(name)
         stats = ", ".join(f"{m:g}±{s:g}" for m, s in zip(spec.mean, spec.std))
-        rows.append((f"`{name}`", spec.title, spec.num_classes or "from the data", spec.input_size, f"`{spec.layout}`" if spec.layout
-                     else "—", "yes" if spec.download else "no", spec.url or "—", stats))
+        layout = f"`{spec.layout}`" if spec.layout else "—"
+        rows.append((f"`{name}`", spec.title, spec.num_classes or "from the data", spec.input_size, layout,
+                     "yes" if spec.download else "no", spec.url or "—", stats))
     write("reference/datasets.md", intro + table(
         ["name", "title", "classes", "input", "files", "download", "source", "mean ± std per channel"], rows))
 

@@ -6,15 +6,25 @@ import pytest
 import torch
 
 from distillers import bench
-from distillers.bench import (Case, build_objective, fast_step, format_table, make_optimizer, parse_case,
-                              resolve_cases, run_bench, seed_step, synthetic_cifar)
+from distillers.bench import (
+    Case,
+    build_objective,
+    fast_step,
+    format_table,
+    make_optimizer,
+    parse_case,
+    resolve_cases,
+    run_bench,
+    seed_step,
+    synthetic_cifar,
+)
 from distillers.config import MethodOptions
 from distillers.data import ContrastSampler
 from distillers.data.gpu_loader import GpuLoader
 from distillers.data.transforms import CIFAR100_MEAN, CIFAR100_STD
+from distillers.engine import speed
 from distillers.errors import UserError
 from distillers.objective import Distillation
-from distillers.engine import speed
 
 TINY = dict(batch_size=8, steps=2, warmup=1, device="cpu", num_images=64, nce_k=16)
 

@@ -12,8 +12,8 @@ from matplotlib import image
 
 import distillers.reporting as report
 from distillers import rundir
-from distillers.reporting import plots
 from distillers.errors import UserError
+from distillers.reporting import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

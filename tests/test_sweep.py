@@ -39,7 +39,8 @@ def test_dry_run_prints_commands_and_skips_finished_runs(tmp_path, capsys):
                     f"--student resnet8x4 --method kd -r 0.1 -a 0.9 -b 0 --trial 2 --dataset cifar100 --out {out} "
                     f"--epochs 5")
     assert lines[1] == expected_kd2
-    assert lines[2].startswith("[3/4] resume: distillers distill") and "--method icd -r 1 -a 1 -b 1 --trial 1" in lines[2]
+    assert lines[2].startswith("[3/4] resume: distillers distill")
+    assert "--method icd -r 1 -a 1 -b 1 --trial 1" in lines[2]
     assert lines[2].endswith("--epochs 5 --resume")
     assert lines[3].startswith("[4/4] run: ") and "--trial 2" in lines[3]
     assert not (out / distill_run_name("resnet8x4", "resnet32x4", "cifar100", "kd", 0.1, 0.9, 0, 2)).exists()

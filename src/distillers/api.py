@@ -19,7 +19,8 @@ student's pooled embedding and the teacher's (timm's ``forward_head(pre_logits=T
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -46,7 +47,7 @@ class PooledFeatureMSE(Method):
         self.projection = nn.Linear(s_dim, t_dim) if s_dim != t_dim else None
 
     @classmethod
-    def build(cls, pair: Pair) -> "PooledFeatureMSE":
+    def build(cls, pair: Pair) -> PooledFeatureMSE:
         return cls(pair.student_shapes[-1][0], pair.teacher_shapes[-1][0])
 
     def forward(self, step: Step) -> Tensor:

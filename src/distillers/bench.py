@@ -23,8 +23,9 @@ import gc
 import os
 import platform
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from distillers.data.gpu_loader import DeviceLoader
 from distillers.data.loaders import DataInfo, make_loader
 from distillers.data.sampling import ContrastSampler, SampledDataset
 from distillers.data.transforms import CIFAR100_MEAN, CIFAR100_STD, train_transform
+from distillers.engine import speed
 from distillers.engine.device import resolve_device, to_device
 from distillers.engine.optim import sgd
 from distillers.errors import UserError
@@ -44,7 +46,6 @@ from distillers.methods import METHODS, Pair
 from distillers.models import MODELS, create_model, default_lr
 from distillers.objective import Distillation
 from distillers.peak_memory import PeakMemory
-from distillers.engine import speed
 
 NUM_CLASSES = 100
 

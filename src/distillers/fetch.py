@@ -17,8 +17,9 @@ import shutil
 import tarfile
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.error import HTTPError, URLError
 
 import torch

@@ -72,7 +72,7 @@ class Distillation(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def train(self, mode: bool = True) -> "Distillation":
+    def train(self, mode: bool = True) -> Distillation:
         super().train(mode)
         self.teacher.train(mode and self.method.teacher_mode())
         return self
@@ -131,7 +131,7 @@ class InitStage(nn.Module):
         self.distillation = distillation
         self.trained = nn.ModuleList(distillation.method.init_modules(distillation.student))
 
-    def train(self, mode: bool = True) -> "InitStage":
+    def train(self, mode: bool = True) -> InitStage:
         super().train(False)
         for module in self.trained:
             module.train(mode)

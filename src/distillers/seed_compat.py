@@ -7,7 +7,7 @@ each seed flag is parsed with the seed's name and default, then forwarded; runs 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from distillers import cli
 

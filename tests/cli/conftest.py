@@ -1,4 +1,4 @@
-"""Shared fixtures of the end-to-end CLI tests: a tiny CIFAR-100 on disk and a briefly trained teacher.
+"""Helpers of the end-to-end CLI tests (their tiny CIFAR-100 and teacher fixtures live in ``tests/conftest.py``).
 
 The CLI runs in-process (``distillers.cli.main``), which is much faster than a subprocess per command; only the
 entry points themselves (``python -m distillers``, the seed scripts) run as subprocesses.
@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from data.fake_data import FakeArrays, write_cifar100
 from distillers import cli
 
 N_TRAIN, N_TEST = 128, 32  # 100 classes: about one image per class, enough for CRD's negatives
@@ -54,28 +53,8 @@ def only_child(folder: Path) -> Path:
 
 
 
-@pytest.fixture(scope="session")
-def cifar(tmp_path_factory: pytest.TempPathFactory) -> FakeArrays:
-    """A tiny CIFAR-100 in the official pickle format (pass ``cifar.root`` as --data-dir)."""
-    return write_cifar100(tmp_path_factory.mktemp("data"), n_train=N_TRAIN, n_test=N_TEST, seed=0)
-
-
 @dataclass
 class Teacher:
     checkpoint: Path
     arch: str
     test_acc: float  # its exact test accuracy on ``cifar``
-
-
-@pytest.fixture(scope="session")
-def teacher(tmp_path_factory: pytest.TempPathFactory, cifar: FakeArrays) -> Teacher:
-    """A resnet14 teacher trained for two steps through the CLI (stages as wide as resnet8's: every method applies)."""
-    from distillers.tasks.evaluate import evaluate_checkpoint
-
-    out = tmp_path_factory.mktemp("teacher-runs")
-    code = cli.main(["train-teacher", "--model", "resnet14", "--epochs", "1", "--max-steps-per-epoch", "2",
-                     "--batch-size", "16", "--data-dir", str(cifar.root), "--out", str(out), *FAST])
-    assert code == 0
-    checkpoint = only_child(out) / "last.pt"
-    accuracy = evaluate_checkpoint(str(checkpoint), "cifar100", str(cifar.root), device="cpu", workers=0)["test_acc"]
-    return Teacher(checkpoint, "resnet14", accuracy)

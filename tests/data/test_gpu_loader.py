@@ -9,10 +9,17 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from distillers.data import ArrayImages, ContrastSampler, SampledDataset
-from distillers.data.gpu_loader import (DeviceContrastSampler, GpuLoader, augment, crop_flip, device_bytes,
-                                        draw_crop_flip, fits_on_device, to_normalized)
-from distillers.data import transforms
+from distillers.data import ArrayImages, ContrastSampler, SampledDataset, transforms
+from distillers.data.gpu_loader import (
+    DeviceContrastSampler,
+    GpuLoader,
+    augment,
+    crop_flip,
+    device_bytes,
+    draw_crop_flip,
+    fits_on_device,
+    to_normalized,
+)
 from distillers.data.transforms import CIFAR100_MEAN, CIFAR100_STD
 from distillers.engine.sampler import EpochSampler
 

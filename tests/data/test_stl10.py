@@ -7,9 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from distillers.data import DATASETS, build_loaders, load_datasets
+from distillers.data import DATASETS, build_loaders, load_datasets, stl10
 from distillers.data import download as download_module
-from distillers.data import stl10
 from distillers.data.transforms import STL10_MEAN, STL10_STD, denormalize
 from distillers.errors import UserError
 

@@ -8,9 +8,8 @@ import pytest
 import torch
 from torchvision import transforms as T
 
-from distillers.data import DATASETS, build_loaders, get_dataset, load_datasets
+from distillers.data import DATASETS, build_loaders, get_dataset, load_datasets, transforms
 from distillers.data.loaders import strong_transform
-from distillers.data import transforms
 from distillers.data.transforms import Cutout, RandomMagnitudeRandAugment, cutout, denormalize
 from distillers.errors import UserError
 

@@ -7,9 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from distillers.data import DATASETS, build_loaders, load_datasets, prepare_tiny_imagenet_val
+from distillers.data import DATASETS, build_loaders, load_datasets, prepare_tiny_imagenet_val, tiny_imagenet
 from distillers.data import download as download_module
-from distillers.data import tiny_imagenet
 from distillers.data.transforms import TINY_IMAGENET_MEAN, TINY_IMAGENET_STD, denormalize
 from distillers.errors import UserError
 

@@ -133,10 +133,9 @@ _ORIGINALS: dict[str, Any] = {}
 
 def _remember() -> None:
     import distillers.data
+    from distillers.engine import speed
     from distillers.engine.trainer import Trainer
     from distillers.objective import Distillation
-
-    from distillers.engine import speed
 
     _ORIGINALS.update(device_data=speed.use_device_data, channels_last=speed.use_channels_last)
     _ORIGINALS.update(fit=Trainer.fit, forward=Distillation.forward, train=Distillation.train,

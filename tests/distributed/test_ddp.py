@@ -20,8 +20,8 @@ import torch
 
 from data.fake_data import write_cifar100
 from distillers.engine.distributed import DistInfo
-from distillers.methods.crd import ContrastMemory
 from distillers.engine.resume import progress_from, resume_step
+from distillers.methods.crd import ContrastMemory
 from distillers.tasks.evaluate import evaluate_checkpoint
 from reliability import harness
 

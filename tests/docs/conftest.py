@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli.conftest import cifar, teacher  # noqa: F401  (the tiny CIFAR-100 and teacher, shared with the CLI tests)
 
 from distillers import plugins
 from distillers.data import DATASETS

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli.conftest import FAST, only_child, read_run, run_cli
 
+from cli.conftest import FAST, only_child, read_run, run_cli
 from distillers.config import MethodOptions
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair

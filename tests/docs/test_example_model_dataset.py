@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli.conftest import FAST, only_child, read_run, run_cli
 
+from cli.conftest import FAST, only_child, read_run, run_cli
 from distillers.data import DATASETS, build_loaders
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair, Step

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli.conftest import run_cli
 
+from cli.conftest import run_cli
 from distillers import plugins
 from distillers.errors import UserError
 from distillers.methods import METHODS

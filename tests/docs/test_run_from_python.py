@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from cli.conftest import only_child
-
 from distillers import plugins
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "run_from_python.py"

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights, save_checkpoint
-from distillers.engine.sampler import EpochSampler
 from distillers.engine.metrics import count_correct
 from distillers.engine.optim import StepSchedule
 from distillers.engine.rng import rng_state, set_rng_state
+from distillers.engine.sampler import EpochSampler
 from distillers.errors import UserError
 
 

@@ -3,6 +3,7 @@ a plain PyTorch loop, with stateful methods (CRD's memory bank)."""
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 from timm.task import FeatureDistillationTask, LogitDistillationTask
@@ -10,8 +11,6 @@ from timm.task import FeatureDistillationTask, LogitDistillationTask
 import distillers
 from distillers.api import PooledFeatureMSE
 from distillers.errors import UserError
-
-import pytest
 
 
 def models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor, torch.Tensor]:

@@ -13,8 +13,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from distillers.errors import UserError
-from distillers.models import create_model, feature_shapes
-from distillers.models import sources
+from distillers.models import create_model, feature_shapes, sources
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data.fake_data import FakeArrays, write_cifar100
 
+from data.fake_data import FakeArrays, write_cifar100
 from distillers import cli
 
 REPO = Path(__file__).resolve().parents[2]

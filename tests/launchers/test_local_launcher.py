@@ -99,7 +99,7 @@ def test_gpus_one_run_per_gpu_at_a_time(tmp_path, monkeypatch):
     runs = [PlannedRun(f"run{i}", RunConfig(out=str(tmp_path), name=f"run{i}"), ("distill",)) for i in range(7)]
     LocalLauncher(args).launch(runs, tmp_path)
     assert [name for name, _, _ in FakeProcess.started] == [f"run{i}" for i in range(7)]
-    for name, gpu, busy in FakeProcess.started:
+    for _, gpu, busy in FakeProcess.started:
         assert gpu in ("0", "1", "2") and gpu not in busy  # never two runs on one GPU
     assert {gpu for _, gpu, _ in FakeProcess.started[:3]} == {"0", "1", "2"}
 

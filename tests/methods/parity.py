@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-import pytest
 import torch
 from torch import Tensor
 
 NEGLIGIBLE = 1e-10  # below this a fixture tensor is compared with the absolute tolerance only
-
-
-@pytest.fixture
-def float64():
-    """The reference runs in float64; restore the previous default so other tests are unaffected."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def assert_matches(actual: Tensor | None, expected: Tensor | None, what: str) -> None:

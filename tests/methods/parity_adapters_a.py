@@ -5,7 +5,7 @@ See the docstring of ``test_reference_parity.py`` for the adapter interface.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor

@@ -5,10 +5,9 @@ The bank mode's values are pinned by ``test_reference_parity.py -k crd``; here o
 
 from __future__ import annotations
 
-import json
-
 import copy
 import io
+import json
 
 import pytest
 import torch

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from cli.conftest import FAST, cifar, only_child, read_run, run_cli, teacher  # noqa: F401 (fixtures)
+from cli.conftest import FAST, only_child, read_run, run_cli
 from distillers.config import MethodOptions, RunConfig
 from distillers.errors import UserError
 from distillers.methods import METHODS, Method, Option, Pair

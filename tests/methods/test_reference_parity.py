@@ -25,16 +25,18 @@ counts as zeros); the set of trainable parameters; every buffer of ``expected_st
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from distillers.methods import Method
 from conftest import reference_file
+from distillers.methods import Method
+
 from . import parity_adapters_a, parity_adapters_b
-from .parity import assert_grads, assert_matches, float64  # noqa: F401 (float64 is a fixture)
+from .parity import assert_grads, assert_matches
 
 ADAPTERS: dict[str, Callable[[dict], tuple]] = {**parity_adapters_a.ADAPTERS, **parity_adapters_b.ADAPTERS}
 

@@ -12,8 +12,9 @@ method has no adapter fails. Each case is checked twice, on fresh modules and in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ from distillers.methods.ofd import OFD
 from distillers.methods.reviewkd import ReviewKD
 from distillers.objective import Distillation
 
-from .parity import assert_grads, assert_matches, float64  # noqa: F401 (float64 is a fixture)
+from .parity import assert_grads, assert_matches
 
 CASES: dict[str, dict] = torch.load(reference_file("DISTILLERS_REFERENCE_MODERN", "losses_modern.pt"),
                                     weights_only=True)["cases"]

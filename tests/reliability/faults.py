@@ -10,8 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 Patch = Callable[[], None]
 
@@ -92,7 +93,7 @@ class _FaultyFile:
         self._fault()
         return self._handle.write(view[len(view) // 2:]) + len(view) // 2
 
-    def __enter__(self) -> "_FaultyFile":
+    def __enter__(self) -> _FaultyFile:
         return self
 
     def __exit__(self, *exc: Any) -> None:

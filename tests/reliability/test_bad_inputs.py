@@ -9,9 +9,9 @@ the cases use a path below a regular file (``--out notes.txt/runs``: ENOTDIR) an
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch

@@ -10,9 +10,8 @@ import torch
 
 from distillers.config import RunConfig
 from distillers.data import ArrayImages
-from distillers.engine import distributed
+from distillers.engine import distributed, speed
 from distillers.errors import UserError
-from distillers.engine import speed
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

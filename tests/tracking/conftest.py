@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from cli.conftest import cifar, teacher  # noqa: F401 - the same session fixtures as the CLI end-to-end tests
-
 
 @pytest.fixture
 def offline_home(tmp_path, monkeypatch):

@@ -17,7 +17,8 @@ from distillers.tracking import TRACKERS, TRACKERS_FILE, Tracker, TrackerContext
 from distillers.tracking.base import epoch_metrics, flatten
 from distillers.tracking.wandb import choose_mode
 
-RECORDS = [{"stage": "init", "epoch": 1, "train_loss": 2.5}, {"stage": "main", "epoch": 1, "test_acc": 10.0, "lr": 0.05},
+RECORDS = [{"stage": "init", "epoch": 1, "train_loss": 2.5},
+           {"stage": "main", "epoch": 1, "test_acc": 10.0, "lr": 0.05},
            {"stage": "main", "epoch": 2, "test_acc": 12.5, "lr": 0.05}]
 
 

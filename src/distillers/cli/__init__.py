@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from distillers.cli import checkpoints, grid, results, speed, training
 from distillers.cli.arguments import Commands, OneLineErrors

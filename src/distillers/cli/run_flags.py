@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
-from distillers.cli.arguments import (OneLineErrors, epoch_list, key_value, positive_float, positive_int,
-                                      tracker_names)
+from distillers.cli.arguments import OneLineErrors, epoch_list, key_value, positive_float, positive_int, tracker_names
 from distillers.config import MethodOptions, RunConfig
 
 

@@ -7,9 +7,9 @@ access, labels as one int64 array (the CRD sampler and stratified tools read it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image

@@ -15,7 +15,8 @@ random stream differs from the seed's PIL workers. No ``Resize``: images must al
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -196,7 +197,7 @@ class DeviceLoader:
         self._generator = torch.Generator(device=self.device)
 
     @classmethod
-    def from_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> "DeviceLoader":
+    def from_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> DeviceLoader:
         """Build from an ``ArrayImages`` or a ``SampledDataset`` around one (its index/contrast settings kept).
 
         The dataset's own transforms are not used: images must already have the model's input size.

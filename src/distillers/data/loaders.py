@@ -10,9 +10,10 @@ images, float, normalised); test batches never do.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset

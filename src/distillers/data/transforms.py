@@ -13,7 +13,7 @@ zeroes the square there, i.e. fills it with the dataset's mean colour, as the re
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image

@@ -20,7 +20,6 @@ from distillers.errors import UserError
 from distillers.rundir import TMP_SUFFIX, write_bytes_atomic
 
 
-
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     """Write ``payload`` to ``path`` via a temporary file, fsync and rename: a crash never leaves half a file.
 

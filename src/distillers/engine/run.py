@@ -14,25 +14,25 @@ import functools
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NoReturn
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
 
 from distillers.config import RunConfig, decay_note
 from distillers.engine import distributed, speed
-from distillers.engine.device import resolve_device
+from distillers.engine.checkpoint import load_checkpoint
+from distillers.engine.device import device_name, resolve_device
 from distillers.engine.distributed import DistInfo
+from distillers.engine.logging import RunLogger
 from distillers.engine.metrics import evaluate
 from distillers.engine.optim import StepSchedule, load_optimizer, sgd
 from distillers.engine.resume import progress_from, restore_modules
 from distillers.engine.signals import SIGNAL_EXIT, EarlyStop, Interrupted, RunInterrupted, stop_at_once
 from distillers.engine.trainer import Loop, NonFiniteLoss, Progress, Trainer
-from distillers.engine.checkpoint import load_checkpoint
-from distillers.engine.device import device_name
-from distillers.engine.logging import RunLogger
 from distillers.errors import UserError
 from distillers.rundir import CONFIG, LAST, prepare_run_dir, read_metrics, write_json_atomic
 

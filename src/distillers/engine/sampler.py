@@ -6,7 +6,7 @@ mid-epoch skip the samples it already used, and shards the same order across DDP
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler

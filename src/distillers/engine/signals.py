@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from distillers.errors import UserError
 
@@ -49,7 +50,7 @@ class StopSignals:
         self.requested = signal.Signals(signum).name
         self._at = time.monotonic()
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         for sig in STOP_SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -30,7 +30,8 @@ ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEU
 
 
 def slurm_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` for submitit's SlurmExecutor (``constraint=volta32gb``, ``exclude=node7``, ``signal_delay_s=120``)."""
+    """``KEY=VALUE`` for submitit's SlurmExecutor (``constraint=volta32gb``, ``exclude=node7``,
+    ``signal_delay_s=120``)."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -50,10 +51,12 @@ class SlurmLauncher(Launcher):
     def add_flags(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("--launcher slurm: a job array through submitit (docs/cluster.md)")
         group.add_argument("--partition", default=None, help="SLURM partition")
-        group.add_argument("--gpus-per-job", type=positive_int, default=None, metavar="N", help="GPUs of each run's job")
+        group.add_argument("--gpus-per-job", type=positive_int, default=None, metavar="N",
+                           help="GPUs of each run's job")
         group.add_argument("--cpus-per-job", type=positive_int, default=None, metavar="N",
                            help="CPUs of each run's job (give --workers + 1 or more)")
-        group.add_argument("--mem", dest="mem_gb", type=positive_int, default=None, metavar="GB", help="memory of each job")
+        group.add_argument("--mem", dest="mem_gb", type=positive_int, default=None, metavar="GB",
+                           help="memory of each job")
         group.add_argument("--time", dest="time_min", type=positive_int, default=None, metavar="MINUTES",
                            help=f"time limit of each job (default {DEFAULT_TIME_MIN}); a run that reaches it saves a "
                                 "checkpoint and is requeued")

@@ -8,7 +8,7 @@ training (the method contributes 0, as RepDistiller's ``--distill abound``).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -81,7 +81,7 @@ class AB(Method):
         self._init_done = False
 
     @classmethod
-    def build(cls, pair: Pair) -> "AB":
+    def build(cls, pair: Pair) -> AB:
         s_shapes, t_shapes = pair.student_shapes[1:-1], pair.teacher_shapes[1:-1]
         for i, (s, t) in enumerate(zip(s_shapes, t_shapes)):
             problem = None if _same_map(s, t) else ConvReg.why_unsupported(s, t)
@@ -111,7 +111,7 @@ class AB(Method):
     def main_parameters(self) -> Iterable[nn.Parameter]:
         return []
 
-    def train(self, mode: bool = True) -> "AB":
+    def train(self, mode: bool = True) -> AB:
         super().train(mode)
         if self._init_done:  # the connector stays in eval mode once initialised, whatever the engine asks
             self.connector.eval()

@@ -11,8 +11,9 @@ objective is assembled by ``distillers.objective``: ``gamma * CE + alpha * KL_T 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -101,7 +102,7 @@ class Method(nn.Module):
         return cls.needs_index, cls.needs_contrast
 
     @classmethod
-    def build(cls, pair: Pair) -> "Method":
+    def build(cls, pair: Pair) -> Method:
         """Construct the method for a pair; raise UserError before training when the pair is unsupported."""
         return cls()
 

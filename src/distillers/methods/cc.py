@@ -36,7 +36,7 @@ class CC(Method):
         self.embed_t = LinearEmbed(t_dim, feat_dim)
 
     @classmethod
-    def build(cls, pair: Pair) -> "CC":
+    def build(cls, pair: Pair) -> CC:
         return cls(flat_dim(pair.student_shapes[-1]), flat_dim(pair.teacher_shapes[-1]), pair.options.feat_dim)
 
     def loss(self, f_s: Tensor, f_t: Tensor) -> Tensor:

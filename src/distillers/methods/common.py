@@ -6,7 +6,7 @@ reference fixtures' ``(B, C, H, W)``, is accepted and ignored.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -13,8 +13,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from distillers.engine.distributed import all_gather, all_mean, world_size
 from distillers.config import MethodOptions
+from distillers.engine.distributed import all_gather, all_mean, world_size
 from distillers.errors import UserError
 from distillers.methods import METHODS, Option
 from distillers.methods.base import Method, Pair, Step, Weights, unsupported
@@ -225,7 +225,7 @@ class CRD(Method):
         self.contrast = self.memory_class(feat_dim, n_data, nce_k, nce_t, nce_m)
 
     @staticmethod
-    def variant(options: MethodOptions) -> type["CRD"]:
+    def variant(options: MethodOptions) -> type[CRD]:
         """The class of the memory these options choose: ``CRD`` (bank) or ``CRDQueue``."""
         memory = CRD.resolve_options(options.extra)["crd_memory"]
         return next(cls for cls in (CRD, CRDQueue) if cls.memory == memory)
@@ -237,7 +237,7 @@ class CRD(Method):
         return variant.needs_index, variant.needs_contrast
 
     @classmethod
-    def build(cls, pair: Pair) -> "CRD":
+    def build(cls, pair: Pair) -> CRD:
         opts = pair.options
         variant = cls.variant(opts)
         if opts.mode not in ("exact", "relax"):

@@ -66,7 +66,7 @@ class DIST(Method):
         self.beta, self.gamma, self.tau, self.eps = beta, gamma, tau, eps
 
     @classmethod
-    def build(cls, pair: Pair) -> "DIST":
+    def build(cls, pair: Pair) -> DIST:
         values = cls.resolve_options(pair.options.extra)
         return cls(beta=values["beta"], gamma=values["gamma"], tau=values["tau"])
 

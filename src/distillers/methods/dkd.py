@@ -13,8 +13,15 @@ from torch import Tensor
 
 from distillers.methods import METHODS
 from distillers.methods.base import Method, Pair, Step, Weights
-from distillers.methods.logit_standardization import (LS_OPTIONS, LS_PAPER, LogitOptions, Standardized,
-                                                     kd_weight_option, standardize, temperature_option)
+from distillers.methods.logit_standardization import (
+    LS_OPTIONS,
+    LS_PAPER,
+    LogitOptions,
+    Standardized,
+    kd_weight_option,
+    standardize,
+    temperature_option,
+)
 from distillers.methods.options import Option
 
 # mdistiller configs/cifar100/dkd/*.yaml: DKD.BETA per (teacher, student); unlisted pairs get the cfg default 8.
@@ -88,7 +95,7 @@ class DKD(LogitOptions, Method):
         self.alpha, self.beta, self.T, self.warmup = alpha, beta, T, warmup
 
     @classmethod
-    def build(cls, pair: Pair) -> "DKD":
+    def build(cls, pair: Pair) -> DKD:
         values = cls.resolve_options(pair.options.extra)
         kd_weight, beta = values["kd_weight"], values["beta"]
         if beta is None:

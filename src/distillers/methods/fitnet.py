@@ -31,7 +31,7 @@ class FitNet(Method):
         self.regress_s = ConvReg(s_shape, t_shape)
 
     @classmethod
-    def build(cls, pair: Pair) -> "FitNet":
+    def build(cls, pair: Pair) -> FitNet:
         layer = pair.options.hint_layer
         s_shapes, t_shapes = pair.student_shapes, pair.teacher_shapes
         count = min(len(s_shapes), len(t_shapes))

@@ -7,7 +7,7 @@ A two-stage method: the init stage trains the student's feature modules so that 
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +52,7 @@ class FSP(Method):
     init_stage = True
 
     @classmethod
-    def build(cls, pair: Pair) -> "FSP":
+    def build(cls, pair: Pair) -> FSP:
         s_channels = [shape[0] for shape in pair.student_shapes[:-1]]
         t_channels = [shape[0] for shape in pair.teacher_shapes[:-1]]
         if s_channels != t_channels:

@@ -7,7 +7,7 @@ translator maps the student's map to a "factor" that must match the frozen parap
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -88,7 +88,7 @@ class FT(Method):
         self._init_done = False
 
     @classmethod
-    def build(cls, pair: Pair) -> "FT":
+    def build(cls, pair: Pair) -> FT:
         flat = [role for role, shape in (("student", pair.student_shapes[-2]), ("teacher", pair.teacher_shapes[-2]))
                 if len(shape) == 3 and shape[1] * shape[2] == 1]
         if flat:  # a factor is compared as a normalised spatial map: over one position it is the constant 1
@@ -127,7 +127,7 @@ class FT(Method):
     def main_parameters(self) -> Iterable[nn.Parameter]:
         return self.translator.parameters()
 
-    def train(self, mode: bool = True) -> "FT":
+    def train(self, mode: bool = True) -> FT:
         super().train(mode)
         if self._init_done:  # the frozen paraphraser stays in eval mode whatever the engine asks
             self.paraphraser.eval()

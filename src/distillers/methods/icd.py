@@ -46,7 +46,7 @@ class ICD(Method):
         self.icd_alpha = icd_alpha
 
     @classmethod
-    def build(cls, pair: Pair) -> "ICD":
+    def build(cls, pair: Pair) -> ICD:
         return cls(flat_dim(pair.student_shapes[-1]), flat_dim(pair.teacher_shapes[-1]), pair.options.feat_dim)
 
     def loss(self, f_s: Tensor, f_t: Tensor) -> Tensor:

@@ -135,7 +135,7 @@ class KDSVD(Method):
         self.guarded = svd == "guarded"
 
     @classmethod
-    def build(cls, pair: Pair) -> "KDSVD":
+    def build(cls, pair: Pair) -> KDSVD:
         s_channels = [s[0] for s in pair.student_shapes[1:-1]]
         t_channels = [t[0] for t in pair.teacher_shapes[1:-1]]
         count = min(len(s_channels), len(t_channels))

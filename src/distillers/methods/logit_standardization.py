@@ -95,7 +95,7 @@ class KDLS(Standardized, Method):
         self.kd_weight = kd_weight
 
     @classmethod
-    def build(cls, pair: Pair) -> "KDLS":
+    def build(cls, pair: Pair) -> KDLS:
         values = cls.resolve_options(pair.options.extra)
         return cls(T=cls.temperature(values, pair), kd_weight=values["kd_weight"])
 

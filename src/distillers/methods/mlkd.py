@@ -17,8 +17,15 @@ from torch import Tensor
 from distillers.errors import UserError
 from distillers.methods import METHODS
 from distillers.methods.base import Method, Pair, Step, Weights, kd_loss
-from distillers.methods.logit_standardization import (LS_OPTIONS, LS_PAPER, LogitOptions, Standardized,
-                                                     kd_weight_option, standardize, temperature_option)
+from distillers.methods.logit_standardization import (
+    LS_OPTIONS,
+    LS_PAPER,
+    LogitOptions,
+    Standardized,
+    kd_weight_option,
+    standardize,
+    temperature_option,
+)
 from distillers.methods.options import Option
 
 # KD_ours's extra temperatures after the cfg's T: the first two also serve the strong view, the last two do not.
@@ -107,7 +114,7 @@ class MLKD(LogitOptions, Method):
         self.T, self.kd_weight, self.ce_weight = T, kd_weight, ce_weight
 
     @classmethod
-    def build(cls, pair: Pair) -> "MLKD":
+    def build(cls, pair: Pair) -> MLKD:
         values = cls.resolve_options(pair.options.extra)
         return cls(T=cls.temperature(values, pair), kd_weight=values["kd_weight"], ce_weight=values["ce_weight"])
 

@@ -9,7 +9,7 @@ Follows mdistiller's ``OFD``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +81,7 @@ class OFD(Method):
             self.register_buffer(f"margin{i}", margin, persistent=False)
 
     @classmethod
-    def build(cls, pair: Pair) -> "OFD":
+    def build(cls, pair: Pair) -> OFD:
         s_stages, t_stages = pair.student_shapes[1:-1], pair.teacher_shapes[1:-1]
         if len(s_stages) != len(t_stages):
             raise unsupported(cls.name, pair, f"OFD pairs stages one to one, but the teacher has {len(t_stages)} "

@@ -8,8 +8,9 @@ of the wrong type or one outside the option's choices in one line. A resolved di
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from distillers.errors import UserError
 

@@ -10,7 +10,7 @@ so ``Step.feats_t`` holds ``teacher(x, is_feat=True, preact=True)[0]``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +118,7 @@ class ReviewKD(Method):
         self.reviewkd_weight, self.warmup = reviewkd_weight, warmup
 
     @classmethod
-    def build(cls, pair: Pair) -> "ReviewKD":
+    def build(cls, pair: Pair) -> ReviewKD:
         s_shapes, t_shapes = pair.student_shapes, pair.teacher_shapes
         if len(s_shapes) != len(t_shapes):
             raise unsupported(cls.name, pair, f"ReviewKD pairs stages one to one, but the teacher has "

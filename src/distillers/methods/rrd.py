@@ -46,7 +46,7 @@ class RRD(Method):
         self.nce_t_t = nce_t_t
 
     @classmethod
-    def build(cls, pair: Pair) -> "RRD":
+    def build(cls, pair: Pair) -> RRD:
         opts = pair.options
         if opts.nce_k < 1:
             raise unsupported(cls.name, pair, f"--nce_k {opts.nce_k} must be a positive queue length")

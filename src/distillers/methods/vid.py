@@ -60,7 +60,7 @@ class VID(Method):
         )
 
     @classmethod
-    def build(cls, pair: Pair) -> "VID":
+    def build(cls, pair: Pair) -> VID:
         return cls([s[0] for s in pair.student_shapes[1:-1]], [t[0] for t in pair.teacher_shapes[1:-1]])
 
     def loss(self, g_s: list[Tensor], g_t: list[Tensor]) -> list[Tensor]:

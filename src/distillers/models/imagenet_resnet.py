@@ -9,7 +9,7 @@ first stage (after the max pool, reduction 4). mdistiller taps the stem before i
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -7,7 +7,7 @@ This file also holds ``init_weights``, RepDistiller's initialisation shared by t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -8,8 +8,8 @@ draws the figures, and ``names`` says what rows are called and in which order (f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from distillers.errors import UserError
 from distillers.reporting.formats import FORMATS, MARKDOWN, format_named, table_dict, to_csv, to_json, to_markdown

@@ -46,7 +46,7 @@ class Published:
             self.methods[key] = PublishedValue(entry["top1"], entry["source"])
 
     @classmethod
-    def load(cls) -> "Published":
+    def load(cls) -> Published:
         return cls(published_data())
 
     def lookup(self, method: str, teacher: str, student: str, protocol: str) -> PublishedValue | None:

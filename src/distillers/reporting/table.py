@@ -14,8 +14,9 @@ no run produced.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from distillers.errors import UserError
 from distillers.reporting.names import method_rank

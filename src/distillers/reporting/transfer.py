@@ -6,8 +6,8 @@ run, e.g. ``CRD+KD``, or ``<arch> alone`` for a network trained from scratch); c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from distillers import rundir
 from distillers.errors import UserError

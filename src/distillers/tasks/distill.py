@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from distillers.config import RunConfig
+from distillers.data.imagefolder import class_names
 from distillers.engine.distributed import DistInfo
 from distillers.engine.optim import StepSchedule, scaled_lr
 from distillers.engine.rng import seed_everything
@@ -19,10 +21,16 @@ from distillers.engine.run import Baseline, Job, Stage, read_data, run_facts, sy
 from distillers.errors import UserError
 from distillers.methods import METHODS, Pair, Weights
 from distillers.methods.base import Method
-from distillers.data.imagefolder import class_names
 from distillers.models import canonical_name, create_model, default_lr
-from distillers.models.sources import (check_method, external_student, external_teacher, is_external_name,
-                                       own_preprocessing, several_teachers, zoo_teacher_file)
+from distillers.models.sources import (
+    check_method,
+    external_student,
+    external_teacher,
+    is_external_name,
+    own_preprocessing,
+    several_teachers,
+    zoo_teacher_file,
+)
 from distillers.objective import Distillation, InitStage, TeacherEnsemble
 from distillers.rundir import distill_run_name
 from distillers.tasks.evaluate import load_model

@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from distillers.data.loaders import make_loader
 from distillers.engine import distributed
 from distillers.engine.checkpoint import architecture_of, load_checkpoint, load_weights
-from distillers.data.loaders import make_loader
 from distillers.engine.device import resolve_device
 from distillers.engine.metrics import evaluate
 from distillers.errors import UserError

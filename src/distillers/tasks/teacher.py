@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from distillers.config import RunConfig
+from distillers.data.imagefolder import class_names
 from distillers.engine.distributed import DistInfo
 from distillers.engine.optim import StepSchedule, scaled_lr
 from distillers.engine.rng import seed_everything
 from distillers.engine.run import Job, Stage, read_data, run_facts, sync_batchnorm
 from distillers.errors import UserError
-from distillers.data.imagefolder import class_names
 from distillers.models import canonical_name, create_named, default_lr
 from distillers.objective import Supervised
 from distillers.rundir import teacher_run_name

@@ -56,7 +56,7 @@ class LinearProbe(nn.Module):
         for parameter in head.parameters():
             parameter.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> "LinearProbe":
+    def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)
         self.model.eval()  # frozen BatchNorm statistics
         return self
