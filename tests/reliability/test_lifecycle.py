@@ -147,3 +147,11 @@ def test_backend_choices_are_applied_for_the_run_and_recorded(assets, tmp_path):
     assert "step sees deterministic=True cudnn=True" in outcome.stderr
     config = json.loads((tmp_path / "runs" / "det" / "config.json").read_text())
     assert (config["deterministic"], config["cudnn_benchmark"]) == (True, False)
+    # What CPU's auto flags became is recorded too (the measured CPU answers, engine.speed.CPU_AUTO).
+    from distillers.engine.speed import CPU_AUTO
+
+    fast_path = harness.summary(tmp_path / "runs" / "det")["fast_path"]
+    assert fast_path == {"data_path": "device" if CPU_AUTO["data_path"] == "device" else "dataloader",
+                         "amp": "bfloat16" if CPU_AUTO["amp"] else "off", "channels_last": CPU_AUTO["channels_last"],
+                         "compile": False}
+    assert "fast path: data_path " in outcome.stderr

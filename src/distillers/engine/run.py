@@ -172,10 +172,23 @@ def _prepare_loop(job: Job, logger: RunLogger, device: torch.device, node: DistI
     job.eval_model.to(device)
     speed.prepare(job.fast_models, cfg, device)
     train, test = _loaders(cfg, job, device, node)
+    _record_fast_path(cfg, device, train, logger)
     return Loop(eval_model=job.eval_model, train_loader=train, test_loader=test, device=device, logger=logger,
                 checkpoint_payload=functools.partial(_payload, job), seed=cfg.seed,
                 max_steps=cfg.max_steps_per_epoch, autocast=speed.autocast_factory(cfg, device),
                 find_unused_parameters=True, nonfinite_advice=job.nonfinite_advice)
+
+
+def _record_fast_path(cfg: RunConfig, device: torch.device, train_loader: Any, logger: RunLogger) -> None:
+    """What the ``auto`` flags turned into for this run, in the log and in summary.json (``fast_path``)."""
+    from torch.utils.data import DataLoader
+
+    dtype = speed.amp_dtype(cfg, device)
+    choices = {"data_path": "dataloader" if isinstance(train_loader, DataLoader) else "device",
+               "amp": str(dtype).removeprefix("torch.") if dtype is not None else "off",
+               "channels_last": speed.use_channels_last(cfg, device), "compile": cfg.compile}
+    logger.info("fast path: " + ", ".join(f"{key} {value}" for key, value in choices.items()))
+    logger.summary(fast_path=choices)
 
 
 def _payload(job: Job) -> dict[str, Any]:
