@@ -29,8 +29,8 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     # Serialise in memory first: torch's zip writer turns a failing write (a full disk) into a RuntimeError whose
     # text says nothing of the cause, while a plain write raises the OSError with its errno.
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
     try:
+        torch.save(payload, buffer)
         write_bytes_atomic(path, buffer.getbuffer(), suffix=TMP_SUFFIX)
     except OSError as error:
         raise UserError(f"could not save checkpoint {path}: {error.strerror or error}; the previous checkpoint "
