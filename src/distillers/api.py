@@ -102,8 +102,7 @@ class Distiller(nn.Module):
                                  teacher_weights)
         shared = {key: options.pop(key) for key in list(options) if key in _OPTION_FIELDS}
         opts = MethodOptions(**shared, kd_T=MethodOptions.kd_T if kd_T is None else kd_T)
-        resolve = getattr(method_cls, "resolve_options", None)
-        opts.extra = resolve(options) if resolve is not None else dict(options)
+        opts.extra = method_cls.resolve_options(options)
         needs_index, _ = method_cls.data_needs(opts)
         if needs_index and num_data is None:
             raise UserError(f"method {method_cls.name!r} keeps one entry per training image: pass num_data= (the "
@@ -129,7 +128,7 @@ class Distiller(nn.Module):
             teachers = [own_preprocessing(t, tuple(data_mean), tuple(data_std), size) for t in teachers]
         if not several:
             return teachers[0]
-        if getattr(method_cls, "teacher_features", True):
+        if method_cls.teacher_features:
             raise UserError(f"method {method_cls.name!r} reads the teacher's features, so it takes one teacher; "
                             f"several teachers work with the methods that read logits only (kd, dkd, dist, ...)")
         if weights is not None and len(weights) != len(teachers):

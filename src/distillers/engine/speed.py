@@ -211,7 +211,7 @@ def configure_backends(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     """cuDNN autotuning on CUDA unless ``--deterministic``; ``--deterministic``: deterministic cuDNN and
     ``torch.use_deterministic_algorithms(True)`` (with the cuBLAS workspace it needs). Returns the facts for
     config.json. Process-wide settings: ``backends`` restores them afterwards."""
-    deterministic = bool(getattr(cfg, "deterministic", False))
+    deterministic = cfg.deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:

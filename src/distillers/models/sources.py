@@ -238,8 +238,8 @@ def create_student(name: str, num_classes: int, weights_file: str | Path | None 
 def check_method(method_cls: type, teacher: nn.Module, student: nn.Module, teacher_name: str,
                  student_name: str) -> None:
     """Refuse, before training, a method that needs pre-activation features a model declares it cannot give."""
-    student_pre = getattr(method_cls, "preact", False)
-    teacher_pre = getattr(method_cls, "teacher_preact", None)
+    student_pre = method_cls.preact
+    teacher_pre = method_cls.teacher_preact
     teacher_pre = student_pre if teacher_pre is None else teacher_pre
     for role, model, name, needed in (("teacher", teacher, teacher_name, teacher_pre),
                                       ("student", student, student_name, student_pre)):
@@ -316,7 +316,7 @@ def several_teachers(cfg: Any, info: Any, method_cls: type, first: nn.Module, fi
     """The teachers of ``--teacher`` given more than once (``load`` reads a zoo checkpoint: ``load_model``), for the
     methods that read logits only; a feature method is refused in one line."""
     count = 1 + len(cfg.extra_teachers)
-    if getattr(method_cls, "teacher_features", True):
+    if method_cls.teacher_features:
         raise UserError(f"method {method_cls.name!r} reads the teacher's features, so it takes one teacher (got "
                         f"{count}); several teachers work with the methods that read logits only (kd, dkd, dist, "
                         f"kd_ls, dkd_ls, mlkd, mlkd_ls)")
