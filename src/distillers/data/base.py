@@ -53,11 +53,14 @@ class ArrayImages(LabelledImages):
 
 
 class FileImages(LabelledImages):
-    """Images decoded from files on access (TinyImageNet's JPEGs), converted to RGB."""
+    """Images decoded from files on access (TinyImageNet's JPEGs), converted to RGB; ``classes`` names the labels of
+    a folder dataset (``classes[label]`` is the label's folder), recorded in config.json."""
 
-    def __init__(self, paths: list[str], labels: np.ndarray, transform: Callable | None = None) -> None:
+    def __init__(self, paths: list[str], labels: np.ndarray, transform: Callable | None = None,
+                 classes: list[str] | None = None) -> None:
         super().__init__(labels, transform)
         self.paths = paths
+        self.classes = classes
 
     def image(self, index: int) -> Image.Image:
         path = self.paths[index]

@@ -44,14 +44,6 @@ class FolderArray(ArrayImages):
         self.classes, self.paths = classes, paths
 
 
-class FolderFiles(FileImages):
-    """Images decoded on access, with their class names."""
-
-    def __init__(self, paths: list[str], labels: np.ndarray, classes: list[str]) -> None:
-        super().__init__(paths, labels)
-        self.classes = classes
-
-
 @dataclass(frozen=True)
 class ImageFolderSpec(DatasetSpec):
     """A ``DatasetSpec`` for a user's folder: the pipeline follows ``input_size`` (see the module docstring)."""
@@ -141,7 +133,7 @@ def read_folder(root: Path, train: bool, input_size: int = SMALL_SIDE) -> Labell
         return FolderArray(images, labels, classes, paths)
     for path in paths[:1]:
         decode(path)  # a folder of unreadable files fails here, not in a DataLoader worker mid-epoch
-    return FolderFiles(paths, labels, classes)
+    return FileImages(paths, labels, classes=classes)
 
 
 def class_names(dataset: object) -> dict[str, list[str]]:

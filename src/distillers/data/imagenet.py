@@ -32,14 +32,6 @@ VAL_HOWTO = ("the official ILSVRC2012_img_val.tar is flat: move each image into 
              "ground truth (e.g. the valprep.sh script linked from PyTorch's examples/imagenet README)")
 
 
-class FolderImages(FileImages):
-    """``FileImages`` that also keep the class folder names (``classes[label]`` is the label's wnid)."""
-
-    def __init__(self, paths: list[str], labels: np.ndarray, classes: list[str]) -> None:
-        super().__init__(paths, labels)
-        self.classes = classes
-
-
 @dataclass(frozen=True)
 class ImageNetSpec(DatasetSpec):
     """A ``DatasetSpec`` with the ImageNet pipelines and a missing-dataset message for a licensed, manual download.
@@ -76,7 +68,7 @@ def _class_folders(folder: Path) -> list[str]:
     return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
 
 
-def read_imagenet(data_dir: str | Path, train: bool) -> FolderImages:
+def read_imagenet(data_dir: str | Path, train: bool) -> FileImages:
     """The train or val split under ``data_dir/imagenet``, labels indexing the sorted ``train/`` folders."""
     root = Path(data_dir) / FOLDER
     classes = _class_folders(root / "train")
@@ -107,8 +99,8 @@ def read_imagenet(data_dir: str | Path, train: bool) -> FolderImages:
         if empty:
             raise UserError(f"{len(empty)} class folders of {split} hold no images ({', '.join(empty[:3])}"
                             f"{' ...' if len(empty) > 3 else ''}); the extraction is incomplete, extract it again")
-    return FolderImages([path for path, _ in samples], np.array([label for _, label in samples], dtype=np.int64),
-                        classes)
+    return FileImages([path for path, _ in samples], np.array([label for _, label in samples], dtype=np.int64),
+                      classes=classes)
 
 
 def _missing(data_dir: Path) -> Path | None:

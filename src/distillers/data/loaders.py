@@ -97,7 +97,7 @@ def load_datasets(dataset: str, data_dir: str | Path, *, download: bool = False,
     contrast = ContrastSampler(train.labels, nce_k, mode, percent, seed, dataset=f"{spec.title} ({len(train)} "
                                f"training images)") if sample == "contrast" else None
     # Folder datasets (ImageNet, or a subset of it) take their class count from the class folders.
-    num_classes = len(getattr(train, "classes", ())) or spec.num_classes
+    num_classes = len(getattr(train, "classes", None) or ()) or spec.num_classes
     info = DataInfo(spec.name, num_classes, len(train), len(test), spec.input_size, spec.mean, spec.std)
     if augment == "strong":
         train.transform = transforms.TwoViews(train.transform, strong_transform(spec))
