@@ -88,7 +88,7 @@ class Distillation(nn.Module):
         images, images_strong = batch["image"], batch.get("image_strong")
         extra = {k: v for k, v in batch.items() if k not in CONSUMED_KEYS}
         # A method that reads logits only (KD, DKD, DIST, ...) gets no features: plain forwards are cheaper.
-        logits_only = not getattr(self.method, "teacher_features", True)
+        logits_only = not self.method.teacher_features
         with torch.no_grad():
             teacher_preact = self.method.teacher_preact
             feats_t, logits_t = ([], self.teacher(images)) if logits_only else \

@@ -52,13 +52,14 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any] | Non
     channels-last checkpoint resumed without channels-last, or the reverse), so any device resumes any checkpoint.
     """
     own = [{key: group[key] for key in KERNEL_FLAGS if key in group} for group in optimizer.param_groups]
+    refusal = UserError(f"{source} holds no optimiser state for this run (written with other settings?); resume with "
+                        f"the original command, or start over with --overwrite")
+    if state is None:
+        raise refusal
     try:
-        if state is None:
-            raise KeyError("optimizer")
         optimizer.load_state_dict(state)
     except (KeyError, ValueError) as error:
-        raise UserError(f"{source} holds no optimiser state for this run (written with other settings?); "
-                        f"resume with the original command, or start over with --overwrite") from error
+        raise refusal from error
     for group, flags in zip(optimizer.param_groups, own):
         for key in KERNEL_FLAGS:
             group.pop(key, None)

@@ -131,12 +131,13 @@ def run(cfg: RunConfig, build: Callable[[RunConfig, DistInfo, torch.device], Job
 
 def _discard_unstarted(opened: list[tuple[Path, bool]]) -> str:
     """A run directory this run created and never checkpointed is removed: nothing in it could be resumed."""
-    for run_dir, created in opened:
-        if created and run_dir.exists() and not (run_dir / LAST).exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-            return f"its run directory {run_dir} was removed (nothing to resume)"
-        return f"{run_dir} holds the last checkpoint; resume with the same command plus --resume"
-    return "nothing was written"
+    if not opened:
+        return "nothing was written"
+    run_dir, created = opened[0]
+    if created and run_dir.exists() and not (run_dir / LAST).exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return f"its run directory {run_dir} was removed (nothing to resume)"
+    return f"{run_dir} holds the last checkpoint; resume with the same command plus --resume"
 
 
 def _run_job(job: Job, node: DistInfo, device: torch.device, opened: list[tuple[Path, bool]]) -> dict[str, Any]:
@@ -271,13 +272,12 @@ def open_run(cfg: RunConfig, name: str) -> tuple[Path, dict[str, Any] | None]:
 def write_start(cfg: RunConfig, name: str, run_dir: Path, resume: dict[str, Any] | None, node: DistInfo,
                 device: torch.device, facts: dict[str, Any]) -> RunLogger:
     """The run's logger; a new run writes config.json and a "running" summary, a resumed one says where it goes on."""
-    logger = RunLogger.for_run(cfg, run_dir, name, {**facts, "device_name": device_name(device)},
-                               resumed=resume is not None, enabled=node.is_main)
+    facts = {**facts, "device_name": device_name(device)}
+    logger = RunLogger.for_run(cfg, run_dir, name, facts, resumed=resume is not None, enabled=node.is_main)
     if not node.is_main:
         return logger
     if resume is None:
-        write_json_atomic(run_dir / CONFIG, {**cfg.to_dict(), **facts, "name": name, "torch": torch.__version__,
-                                             "device_name": device_name(device)})
+        write_json_atomic(run_dir / CONFIG, {**cfg.to_dict(), **facts, "name": name, "torch": torch.__version__})
         logger.summary(status="running", epochs=cfg.epochs, started=time.time())
         return logger
     stage, epoch = resume.get("stage", "main"), int(resume.get("epoch") or 0)

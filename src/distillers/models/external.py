@@ -64,6 +64,7 @@ class ExternalModel(nn.Module):
         self.feature_info = feature_info
         self.classifier_name, self.embedding_node = classifier_name, embedding_node
         self.mean, self.std, self.input_size = tuple(mean), tuple(std), input_size
+        self.trained_here = False  # weights from one of our checkpoints (they saw the data's own normalisation)
         self._fx: nn.Module | None = None
         self.register_state_dict_post_hook(_drop_prefix_of("net."))
         self.register_load_state_dict_pre_hook(_add_prefix_of("net."))

@@ -279,7 +279,7 @@ def own_preprocessing(teacher: nn.Module, data_mean: tuple[float, ...], data_std
     size, are returned as they are."""
     from distillers.models.external import Preprocessed
 
-    if not isinstance(teacher, ExternalModel) or getattr(teacher, "trained_here", False):
+    if not isinstance(teacher, ExternalModel) or teacher.trained_here:
         return teacher  # a teacher we trained saw the data's normalisation
     same = tuple(teacher.mean) == tuple(data_mean) and tuple(teacher.std) == tuple(data_std)
     if same and size is None:
