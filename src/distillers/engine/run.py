@@ -21,8 +21,10 @@ from typing import Any, NoReturn
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from distillers.config import RunConfig, decay_note
+from distillers.data.loaders import make_loader
 from distillers.engine import distributed, speed
 from distillers.engine.checkpoint import load_checkpoint
 from distillers.engine.device import device_name, resolve_device
@@ -182,8 +184,6 @@ def _prepare_loop(job: Job, logger: RunLogger, device: torch.device, node: DistI
 
 def _record_fast_path(cfg: RunConfig, device: torch.device, train_loader: Any, logger: RunLogger) -> None:
     """What the ``auto`` flags turned into for this run, in the log and in summary.json (``fast_path``)."""
-    from torch.utils.data import DataLoader
-
     dtype = speed.amp_dtype(cfg, device)
     choices = {"data_path": "dataloader" if isinstance(train_loader, DataLoader) else "device",
                "amp": str(dtype).removeprefix("torch.") if dtype is not None else "off",
@@ -200,8 +200,6 @@ def _payload(job: Job) -> dict[str, Any]:
 
 def _loaders(cfg: RunConfig, job: Job, device: torch.device, node: DistInfo) -> tuple[Any, Any]:
     """The training batches (device-resident when ``--data-path`` allows) and the ordered test loader, sharded."""
-    from distillers.data.loaders import make_loader
-
     train_set, test_set, info = job.data
     train = make_loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed, device, node.rank, node.world_size)
     test = make_loader(test_set, cfg.batch_size, False, cfg.workers, cfg.seed, device, node.rank, node.world_size)
